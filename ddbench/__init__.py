@@ -1,0 +1,8 @@
+"""ddbench: an open benchmark toolkit for dataset distillation."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("ddbench")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+source"

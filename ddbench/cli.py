@@ -1,0 +1,216 @@
+"""The `ddbench` command line: parse, call the core API, render with rich. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table as RichTable
+
+from ddbench.core import paths, registry
+from ddbench.core.config import parse_overrides
+from ddbench.core.errors import ConfigError, DDBenchError
+from ddbench.core.rich_progress import RichProgress
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _int_list(value: str, option: str) -> list[int]:
+    try:
+        return [int(item) for item in value.split(",") if item.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"{option} expects comma-separated integers like 0,1,2, got {value!r}") from exc
+
+
+def _name_list(values: tuple[str, ...] | str) -> list[str]:
+    items = values if isinstance(values, tuple) else (values,)
+    return [name.strip() for item in items for name in item.split(",") if name.strip()]
+
+
+def teacher_provider(teacher_ckpt: str | None = None):
+    """The installed teacher provider (cache -> checkpoint -> recipe), or None if unavailable."""
+    try:
+        from ddbench.teachers import make_teacher_provider
+    except ImportError:
+        return None
+    return make_teacher_provider(checkpoint=teacher_ckpt)
+
+
+class DDBenchGroup(click.Group):
+    """Turns ddbench errors into one red line (with --debug: the traceback)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except DDBenchError as exc:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted:[/yellow] finished classes and evaluations are kept; rerun the same command to resume")
+            sys.exit(130)
+
+
+@click.group(cls=DDBenchGroup)
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.version_option(package_name="ddbench")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """ddbench: distill a dataset, evaluate it under one protocol, compare on leaderboards."""
+    ctx.ensure_object(dict)["debug"] = debug
+
+
+def evaluation_options(function):
+    """Options shared by `run` and `eval`."""
+    decorators = [
+        click.option("--data-root", type=click.Path(), default=None, help="Folder of the real dataset (not needed for digits)."),
+        click.option("--evaluator", "evaluators", multiple=True, default=("hard_label",), show_default=True,
+                     help="Evaluation protocol(s); repeat or comma-separate."),
+        click.option("--students", default="resnet18", show_default=True, help="Student architectures, comma-separated."),
+        click.option("--teachers", default="resnet18", show_default=True, help="Teacher architectures for soft-label evaluators."),
+        click.option("--teacher-ckpt", type=click.Path(), default=None, help="Use this teacher checkpoint instead of the cache."),
+        click.option("--seeds", default="0", show_default=True, help="Evaluation seeds, e.g. 0,1,2: one result row each."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Config override: method.KEY, evaluator.KEY, <evaluator>.KEY or a bare KEY."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+        click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite)."),
+        click.option("--force", is_flag=True, help="Redo evaluations already in the results database."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
+def _print_rows(rows, skipped: int) -> None:
+    table = RichTable(title="results of this run")
+    for column in ("evaluator", "teacher", "student", "seed", "metric", "value", "time (s)"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.evaluator, row.teacher or "-", row.student, str(row.seed), row.metric, f"{row.value:.2f}", f"{row.wall_time_s:.1f}")
+    console.print(table)
+    if skipped:
+        console.print(f"{skipped} evaluation(s) were already in the results database and were skipped (--force redoes them).")
+
+
+@main.command()
+@click.option("--method", required=True, help="Distillation method (see `ddbench list methods`).")
+@click.option("--dataset", required=True, help="Dataset (see `ddbench list datasets`).")
+@click.option("--ipc", type=int, required=True, help="Images per class.")
+@click.option("--distill-seed", type=int, default=0, show_default=True, help="Seed of the distillation itself.")
+@click.option("--out", type=click.Path(), default=None, help="Distilled-set folder (default $DDBENCH_HOME/runs/...).")
+@evaluation_options
+def run(method, dataset, ipc, distill_seed, out, data_root, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+    """Distill, then evaluate every student for every seed; results go to the database."""
+    from ddbench.core.pipeline import RunRequest, run as run_pipeline
+
+    request = RunRequest(
+        method=method, dataset=dataset, ipc=ipc, data_root=data_root, seeds=_int_list(seeds, "--seeds"),
+        distill_seed=distill_seed, evaluators=_name_list(evaluators), students=_name_list(students),
+        teachers=_name_list(teachers), overrides=parse_overrides(overrides), device=device, out_dir=out,
+        results_path=results, force=force,
+    )
+    summary = run_pipeline(request, teacher_provider(teacher_ckpt), RichProgress(err_console))
+    console.print(f"distilled set: {summary.distilled.root} ({summary.distill_time_s:.1f} s)")
+    _print_rows(summary.rows, summary.skipped)
+
+
+@main.command(name="eval")
+@click.argument("folder", type=click.Path())
+@click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
+@evaluation_options
+def eval_command(folder, dataset, data_root, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+    """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
+    from ddbench.core.pipeline import evaluate_folder
+
+    rows, skipped = evaluate_folder(
+        folder, dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
+        _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results, teacher_provider(teacher_ckpt),
+        RichProgress(err_console), force,
+    )
+    _print_rows(rows, skipped)
+
+
+@main.command()
+@click.option("--dataset", default=None)
+@click.option("--ipc", type=int, default=None)
+@click.option("--evaluator", default=None)
+@click.option("--method", default=None)
+@click.option("--grid", is_flag=True, help="Teachers x students per method (the paper's Table 2).")
+@click.option("--format", "output_format", type=click.Choice(["table", "csv", "md", "json"]), default="table", show_default=True)
+@click.option("--output", type=click.Path(), default=None, help="Write the export to this file instead of stdout.")
+@click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
+def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results):
+    """Methods x students (mean ± std over seeds, n) from the results database."""
+    from ddbench.core.leaderboard import EXPORTERS, build_tables
+    from ddbench.core.results import ResultsStore
+
+    path = Path(results) if results else paths.default_results_path()
+    if not path.exists():
+        raise ConfigError(f"no results database at {path}; run `ddbench run ...` first or pass --results")
+    with ResultsStore(path) as store:
+        tables = build_tables(store, dataset=dataset, ipc=ipc, evaluator=evaluator, method=method, grid=grid)
+    if not tables:
+        raise ConfigError(f"no results match these filters in {path}")
+    if output_format != "table":
+        text = EXPORTERS[output_format](tables)
+        if output:
+            Path(output).write_text(text)
+            console.print(f"wrote {output}")
+        else:
+            click.echo(text, nl=False)
+        return
+    for table in tables:
+        rich_table = RichTable(title=table.title)
+        rich_table.add_column(table.row_label)
+        for column in table.columns:
+            rich_table.add_column(column, justify="right")
+        for row in table.rows:
+            cells = [table.cells[(row, c)].render() if (row, c) in table.cells else "-" for c in table.columns]
+            rich_table.add_row(row, *cells)
+        console.print(rich_table)
+
+
+@main.command(name="list")
+@click.argument("kind", type=click.Choice(sorted(registry.GROUPS)))
+def list_command(kind):
+    """Installed methods, evaluators or datasets (built-in and third-party)."""
+    table = RichTable(title=f"ddbench {kind}")
+    table.add_column("name")
+    table.add_column("provided by")
+    for name, target in registry.describe(kind):
+        table.add_row(name, target)
+    console.print(table)
+
+
+@main.group()
+def data() -> None:
+    """Get the real datasets."""
+
+
+@data.command()
+@click.argument("name")
+@click.option("--root", type=click.Path(), required=True, help="Folder to download and unpack into.")
+@click.option("--variant", default="default", show_default=True, help="Archive variant (e.g. 320px, 160px for nette).")
+@click.option("--checksum", default=None, help="Expected md5:<hex> or sha256:<hex>, overriding the built-in one.")
+@click.option("--keep-archive", is_flag=True, help="Keep the downloaded archive after unpacking.")
+def fetch(name, root, variant, checksum, keep_archive):
+    """Download, verify and unpack dataset NAME; prints the --data-root to use."""
+    from ddbench.core.fetch import fetch_archive
+
+    dataset_cls = registry.load_dataset(name)
+    if not dataset_cls.archives:
+        raise ConfigError(f"{name} cannot be fetched automatically; get it from {dataset_cls.source}")
+    if variant not in dataset_cls.archives:
+        raise ConfigError(f"{name} has variants {', '.join(dataset_cls.archives)}, not {variant!r}")
+    archive = dataset_cls.archives[variant]
+    unpacked = fetch_archive(archive, root, checksum, RichProgress(err_console), keep_archive)
+    data_root = unpacked.parent if dataset_cls.preset_family == "cifar" else unpacked
+    console.print(f"{name} is ready: use --data-root {data_root}")
+
+
+if __name__ == "__main__":
+    main()

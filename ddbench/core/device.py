@@ -1,0 +1,30 @@
+"""Device selection and mixed precision: CUDA when present and asked for, CPU stays float32."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+from ddbench.core.errors import ConfigError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when available; `cuda` without a GPU is an error, not a silent fallback."""
+    name = (name or "auto").lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {name} was asked for but no CUDA device is visible; use --device cpu or auto")
+        return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N")
+
+
+def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA; a no-op on CPU so CPU results stay float32 and reproducible."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()

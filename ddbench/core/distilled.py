@@ -1,0 +1,245 @@
+"""Distilled sets on disk: `images/<class>/<i>.png` + `manifest.json`.
+
+Writing is atomic per class (a class folder appears whole or not at all, and the manifest only
+names finished classes), so an interrupted run resumes without redoing finished classes. Reading
+accepts folders made by other tools too: with no manifest, class folders are matched to the
+dataset's class names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PIL import Image
+
+import ddbench
+from ddbench.core.errors import DistilledSetError
+from ddbench.core.images import ImageFileDataset, list_images
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "ddbench-distilled/1"
+#: the keys that identify a run: a folder holding another run is never resumed into
+IDENTITY_KEYS = ("method", "config", "dataset", "ipc", "seed")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    os.replace(tmp, path)
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST_NAME
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DistilledSetError(
+            f"{path} is not valid JSON ({exc}); restore it or delete the folder and distill again"
+        ) from exc
+    missing = [key for key in ("format", "classes", "files", *IDENTITY_KEYS) if key not in manifest]
+    if not isinstance(manifest, dict) or missing:
+        raise DistilledSetError(f"{path} is not a ddbench manifest: missing {', '.join(missing)}")
+    return manifest
+
+
+class DistilledSetWriter:
+    """Writes one distilled set class by class; reopening the same folder resumes."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        method: str,
+        config: dict[str, Any],
+        dataset: str,
+        class_names: Sequence[str],
+        ipc: int,
+        seed: int,
+        teacher: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+    ):
+        self.root = Path(root)
+        self.images_dir = self.root / "images"
+        self.class_names = list(class_names)
+        self.ipc = ipc
+        identity = {"method": method, "config": config, "dataset": dataset, "ipc": ipc, "seed": seed}
+        if (self.root / MANIFEST_NAME).exists():
+            self.manifest = read_manifest(self.root)
+            stored = {key: self.manifest.get(key) for key in IDENTITY_KEYS}
+            if json.dumps(stored, sort_keys=True) != json.dumps(identity, sort_keys=True):
+                differing = [k for k in IDENTITY_KEYS if json.dumps(stored[k], sort_keys=True) != json.dumps(identity[k], sort_keys=True)]
+                raise DistilledSetError(
+                    f"{self.root} already holds a different distilled set (differs in {', '.join(differing)}); "
+                    "choose another output folder or delete this one"
+                )
+        else:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self.manifest = {
+                "format": FORMAT,
+                **identity,
+                "classes": self.class_names,
+                "teacher": teacher,
+                "extra": extra or {},
+                "ddbench_version": ddbench.__version__,
+                "files": {},
+                "complete": False,
+            }
+            _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        self.images_dir.mkdir(exist_ok=True)
+        for leftover in self.images_dir.glob(".tmp-*"):  # a class that was being written when interrupted
+            shutil.rmtree(leftover)
+
+    def _class_done(self, name: str) -> bool:
+        prefix = f"images/{name}/"
+        return sum(1 for key in self.manifest["files"] if key.startswith(prefix)) == self.ipc
+
+    def pending_classes(self) -> list[int]:
+        return [i for i, name in enumerate(self.class_names) if not self._class_done(name)]
+
+    def write_class(self, class_index: int, images: Sequence[Image.Image]) -> None:
+        name = self.class_names[class_index]
+        if len(images) != self.ipc:
+            raise DistilledSetError(f"class {name!r}: the method returned {len(images)} images, expected ipc={self.ipc}")
+        staging = self.images_dir / f".tmp-{name}"
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+        checksums = {}
+        for i, image in enumerate(images):
+            path = staging / f"{i}.png"
+            image.convert("RGB").save(path, format="PNG")
+            checksums[f"images/{name}/{i}.png"] = sha256_file(path)
+        final = self.images_dir / name
+        if final.exists():  # written but not yet recorded when the last run stopped
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        self.manifest["files"].update(checksums)
+        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+
+    def finalize(self) -> "DistilledSet":
+        pending = self.pending_classes()
+        if pending:
+            raise DistilledSetError(f"{self.root}: classes {pending} were never written")
+        self.manifest["complete"] = True
+        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        return DistilledSet.open(self.root)
+
+
+@dataclass
+class DistilledSet:
+    """A finished distilled set: its manifest and its (image path, class index) samples."""
+
+    root: Path
+    manifest: dict[str, Any]
+    samples: list[tuple[Path, int]]
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    @property
+    def ipc(self) -> int:
+        return int(self.manifest["ipc"])
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest["method"])
+
+    @property
+    def shuffle_patch_factor(self) -> int:
+        """How many patches per side a stitched image holds (RDED: 2 for ImageNet-like sets)."""
+        return int(self.manifest.get("extra", {}).get("shuffle_patch_factor", 1))
+
+    @property
+    def content_hash(self) -> str:
+        """One hash over all image checksums: two sets with equal hashes hold the same images."""
+        joined = "\n".join(f"{k} {v}" for k, v in sorted(self.manifest["files"].items()))
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    def dataset(self, transform: Callable | None = None) -> ImageFileDataset:
+        return ImageFileDataset(self.samples, transform)
+
+    @classmethod
+    def open(
+        cls, root: str | Path, class_names: Sequence[str] | None = None, dataset: str | None = None, verify: bool = True
+    ) -> "DistilledSet":
+        """Open a ddbench folder (with manifest) or another tool's class-folder tree (needs `class_names`)."""
+        root = Path(root)
+        if not root.is_dir():
+            raise DistilledSetError(f"distilled folder {root} does not exist")
+        if (root / MANIFEST_NAME).exists():
+            manifest = read_manifest(root)
+            if not manifest.get("complete", False):
+                raise DistilledSetError(f"{root} is an unfinished distilled set; rerun the same command to resume it")
+            if dataset is not None and manifest["dataset"] != dataset:
+                raise DistilledSetError(f"{root} was distilled from {manifest['dataset']!r}, not {dataset!r}")
+            if class_names is not None and list(class_names) != list(manifest["classes"]):
+                raise DistilledSetError(
+                    f"{root}: the manifest's class order differs from the dataset's; "
+                    "the set was made for another class mapping"
+                )
+            samples = []
+            index_of = {name: i for i, name in enumerate(manifest["classes"])}
+            for key, checksum in sorted(manifest["files"].items(), key=lambda kv: _sort_key(kv[0])):
+                path = root / key
+                if not path.is_file():
+                    raise DistilledSetError(f"{path} is listed in the manifest but missing; distill again")
+                if verify and sha256_file(path) != checksum:
+                    raise DistilledSetError(f"{path} does not match its checksum in the manifest; it was modified")
+                samples.append((path, index_of[key.split("/")[1]]))
+            return cls(root, manifest, samples)
+        return cls._open_foreign(root, class_names, dataset)
+
+    @classmethod
+    def _open_foreign(cls, root: Path, class_names: Sequence[str] | None, dataset: str | None) -> "DistilledSet":
+        if class_names is None:
+            raise DistilledSetError(f"{root} has no {MANIFEST_NAME}; pass --dataset so its class folders can be matched")
+        base = root / "images" if (root / "images").is_dir() else root
+        folders = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        index_of = {name: i for i, name in enumerate(class_names)}
+        unknown = [p.name for p in folders if p.name not in index_of]
+        if unknown or not folders:
+            raise DistilledSetError(
+                f"{base}: folders {unknown[:5] or '(none)'} are not classes of {dataset or 'the dataset'}; "
+                f"expected class folders named like {list(class_names)[:3]}"
+            )
+        samples, files = [], {}
+        for folder in folders:
+            for path in list_images(folder):
+                samples.append((path, index_of[folder.name]))
+                files[str(path.relative_to(root))] = sha256_file(path)
+        counts = {folder.name: sum(1 for _, label in samples if label == index_of[folder.name]) for folder in folders}
+        manifest = {
+            "format": "external",
+            "method": "external",
+            "config": {"source": str(root)},
+            "dataset": dataset,
+            "ipc": max(counts.values()),
+            "seed": None,
+            "classes": list(class_names),
+            "files": files,
+            "teacher": None,
+            "extra": {},
+            "complete": True,
+        }
+        return cls(root, manifest, samples)
+
+
+def _sort_key(key: str) -> tuple[str, int]:
+    parts = key.split("/")
+    stem = Path(parts[-1]).stem
+    return (parts[1], int(stem) if stem.isdigit() else 0)

@@ -1,0 +1,227 @@
+"""The four interfaces every plugin implements: DatasetSpec, Method, Evaluator and Teacher.
+
+A method writes a distilled set; an evaluator trains students on it; a dataset spec says where
+the real data lives and in which class order; a teacher is a frozen classifier with its record.
+Plugins depend on these; the core never imports a plugin.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
+
+import torch
+from PIL import Image
+from torch import nn
+
+from ddbench.core.config import EmptyConfig
+from ddbench.core.progress import NullProgress, Progress
+from ddbench.core.seeding import torch_generator
+
+if TYPE_CHECKING:
+    from ddbench.core.distilled import DistilledSet, DistilledSetWriter
+
+
+@dataclass(frozen=True)
+class Archive:
+    """A downloadable archive of a dataset, with the checksum that proves it is the right one."""
+
+    url: str
+    checksum: str  # "md5:<hex>" or "sha256:<hex>"
+    filename: str
+    extracted_dir: str  # the folder the archive unpacks to, under the root
+
+
+class DatasetSpec(abc.ABC):
+    """A dataset: its classes in a fixed order, its splits, resolution and normalisation.
+
+    `split("train")` and `split("val")` return torch datasets of (PIL RGB image, label) or of
+    `transform(image)` when a transform is given. Class index i is `class_names[i]`.
+    """
+
+    name: ClassVar[str]
+    resolution: ClassVar[int]
+    mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)
+    std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+    #: evaluator/method presets look up this family ("digits", "cifar", "imagenet")
+    preset_family: ClassVar[str] = "default"
+    #: what to download for `ddbench data fetch`, keyed by variant ("default" first)
+    archives: ClassVar[Mapping[str, Archive]] = {}
+    #: one line saying where a user gets the data
+    source: ClassVar[str] = ""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root).expanduser() if root is not None else None
+
+    @property
+    @abc.abstractmethod
+    def class_names(self) -> list[str]:
+        """Class identifiers in index order (folder names on disk, e.g. WNIDs)."""
+
+    @property
+    def class_labels(self) -> list[str]:
+        """Human-readable class names in index order."""
+        return self.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @abc.abstractmethod
+    def split(self, name: str, transform: Callable | None = None) -> torch.utils.data.Dataset:
+        """The `train` or `val` split."""
+
+    def class_indices(self, split: str) -> dict[int, list[int]]:
+        """For each class, the sample indices of that class in `split` (in the split's order)."""
+        dataset = self.split(split)
+        by_class: dict[int, list[int]] = {c: [] for c in range(self.num_classes)}
+        for index, label in enumerate(dataset.targets):
+            by_class[label].append(index)
+        return by_class
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "root": str(self.root) if self.root else None,
+            "resolution": self.resolution,
+            "num_classes": self.num_classes,
+        }
+
+
+class PluginBase:
+    """What methods and evaluators share: a name, a config dataclass, presets, a teacher flag."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type] = EmptyConfig
+    #: overrides of Config per dataset name or preset family (dataset name wins)
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    needs_teacher: ClassVar[bool] = False
+
+    def __init__(self, config: Any = None):
+        self.config = config if config is not None else self.Config()
+
+    @classmethod
+    def preset_for(cls, dataset: DatasetSpec) -> dict[str, Any]:
+        merged: dict[str, Any] = {}
+        merged.update(cls.presets.get(dataset.preset_family, {}))
+        merged.update(cls.presets.get(dataset.name, {}))
+        return merged
+
+
+@dataclass
+class Teacher:
+    """A frozen classifier with its record (what it is, where it came from, how good it is)."""
+
+    model: nn.Module
+    arch: str
+    dataset: str
+    num_classes: int
+    accuracy: float | None = None
+    checkpoint_sha256: str | None = None
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        self.model.eval()
+        for parameter in self.model.parameters():
+            parameter.requires_grad_(False)
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "dataset": self.dataset,
+            "num_classes": self.num_classes,
+            "accuracy": self.accuracy,
+            "checkpoint_sha256": self.checkpoint_sha256,
+            "source": self.source,
+        }
+
+
+class TeacherProvider(Protocol):
+    """Returns a teacher for (dataset, arch): from a cache, a checkpoint or by training one."""
+
+    def __call__(self, dataset: DatasetSpec, arch: str, device: torch.device, progress: Progress) -> Teacher: ...
+
+
+@dataclass
+class DistillTask:
+    """Everything a method needs to write one distilled set."""
+
+    dataset: DatasetSpec
+    ipc: int
+    seed: int
+    device: torch.device
+    writer: "DistilledSetWriter"
+    teacher: Teacher | None = None
+    progress: Progress = field(default_factory=NullProgress)
+
+    def generator(self, purpose: str, *indices: int, device: str | torch.device = "cpu") -> torch.Generator:
+        """A generator seeded from (seed, purpose, indices): the only source of randomness for methods."""
+        return torch_generator(self.seed, purpose, *indices, device=device)
+
+
+class Method(PluginBase, abc.ABC):
+    """A distillation method. Subclasses implement `distill_class`; the loop, resume and atomic
+    writing are shared here. Methods never train students."""
+
+    def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
+        """Extra facts for the manifest that evaluators read (e.g. `shuffle_patch_factor`)."""
+        return {}
+
+    def prepare(self, task: DistillTask) -> None:
+        """One-off work before the first class (load a generator, index the data)."""
+
+    @abc.abstractmethod
+    def distill_class(self, task: DistillTask, class_index: int) -> list[Image.Image]:
+        """Exactly `task.ipc` images for class `class_index`."""
+
+    def distill(self, task: DistillTask) -> "DistilledSet":
+        pending = task.writer.pending_classes()
+        if pending:
+            self.prepare(task)
+        with task.progress.task(f"{self.name}: distilling", total=task.dataset.num_classes) as bar:
+            bar.advance(task.dataset.num_classes - len(pending))
+            for class_index in pending:
+                images = self.distill_class(task, class_index)
+                task.writer.write_class(class_index, images)
+                bar.advance()
+        return task.writer.finalize()
+
+
+@dataclass
+class EvalTask:
+    """One student, one seed: what an evaluator needs besides the distilled set."""
+
+    dataset: DatasetSpec
+    student: str
+    seed: int
+    device: torch.device
+    teacher: Teacher | None = None
+    progress: Progress = field(default_factory=NullProgress)
+    workdir: Path | None = None  # for resumable checkpoints of long trainings
+
+
+@dataclass
+class EvalResult:
+    """Metrics of one (student, seed) evaluation. `primary` names the leaderboard metric."""
+
+    metrics: dict[str, float]
+    primary: str
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        return self.metrics[self.primary]
+
+
+class Evaluator(PluginBase, abc.ABC):
+    """An evaluation protocol: trains `task.student` on the distilled set, validates on real data."""
+
+    @abc.abstractmethod
+    def evaluate(self, distilled: "DistilledSet", task: EvalTask) -> EvalResult: ...

@@ -1,0 +1,287 @@
+"""The `ddbench run` data flow: dataset -> teacher -> distilled set -> evaluations -> results.
+
+Every step resumes: the distilled set is written class by class, and evaluations already in the
+results store (same run, evaluator config, student, teacher, seed) are skipped unless forced.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from ddbench.core import paths, registry
+from ddbench.core.config import config_to_dict, resolve_config
+from ddbench.core.device import resolve_device
+from ddbench.core.distilled import DistilledSet, DistilledSetWriter, read_manifest
+from ddbench.core.errors import ConfigError
+from ddbench.core.interfaces import DatasetSpec, DistillTask, EvalTask, Evaluator, Method, PluginBase, Teacher, TeacherProvider
+from ddbench.core.progress import NullProgress, Progress
+from ddbench.core.results import ResultRow, ResultsStore
+from ddbench.core.seeding import seed_everything
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def split_overrides(
+    overrides: Mapping[str, str], method_cls: type | None, evaluator_classes: Sequence[type]
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """Route `--set` keys: `method.k`, `<evaluator name>.k` / `evaluator.k`, or a bare key that
+    exactly one config declares."""
+    method_overrides: dict[str, str] = {}
+    evaluator_overrides: dict[str, dict[str, str]] = {cls.name: {} for cls in evaluator_classes}
+
+    def declares(cls: type | None, key: str) -> bool:
+        return cls is not None and key in getattr(cls.Config, "__dataclass_fields__", {})
+
+    for key, value in overrides.items():
+        prefix, dot, bare = key.partition(".")
+        if dot and prefix == "method":
+            method_overrides[bare] = value
+        elif dot and prefix == "evaluator":
+            for name in evaluator_overrides:
+                evaluator_overrides[name][bare] = value
+        elif dot and prefix in evaluator_overrides:
+            evaluator_overrides[prefix][bare] = value
+        elif dot:
+            raise ConfigError(f"--set {key}: prefix {prefix!r} is neither 'method', 'evaluator' nor an evaluator name")
+        else:
+            owners = [cls for cls in evaluator_classes if declares(cls, key)]
+            in_method = declares(method_cls, key)
+            if in_method and owners:
+                raise ConfigError(f"--set {key} is ambiguous (method and evaluator both have it); write method.{key} or evaluator.{key}")
+            if in_method:
+                method_overrides[key] = value
+            elif owners:
+                for cls in owners:
+                    evaluator_overrides[cls.name][key] = value
+            else:
+                method_overrides[key] = value  # resolve_config reports the unknown key with its valid ones
+    return method_overrides, evaluator_overrides
+
+
+def build_plugin(plugin_cls: type[PluginBase], dataset: DatasetSpec, overrides: Mapping[str, str]) -> PluginBase:
+    """An instance with defaults, then the dataset preset, then the user's overrides."""
+    config = resolve_config(plugin_cls.Config, plugin_cls.preset_for(dataset), overrides, owner=f"{plugin_cls.name} config")
+    return plugin_cls(config)
+
+
+@dataclass
+class RunRequest:
+    """One `ddbench run`: distill once (with `distill_seed`), then evaluate for every
+    (evaluator, teacher, student, seed)."""
+
+    method: str
+    dataset: str
+    ipc: int
+    data_root: str | None = None
+    seeds: Sequence[int] = (0,)
+    distill_seed: int = 0
+    evaluators: Sequence[str] = ("hard_label",)
+    students: Sequence[str] = ("resnet18",)
+    teachers: Sequence[str] = ("resnet18",)
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    device: str = "auto"
+    out_dir: str | Path | None = None
+    results_path: str | Path | None = None
+    force: bool = False
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    distilled: DistilledSet
+    rows: list[ResultRow]
+    skipped: int
+    distill_time_s: float
+
+
+def run_id_for(dataset: str, method: str, ipc: int, seed: int, method_config: Mapping[str, Any]) -> str:
+    return f"{dataset}/{method}-ipc{ipc}-seed{seed}-{config_hash(method_config)}"
+
+
+def _check_ipc(dataset: DatasetSpec, ipc: int) -> None:
+    if ipc < 1:
+        raise ConfigError(f"--ipc must be at least 1, got {ipc}")
+    counts = {c: len(members) for c, members in dataset.class_indices("train").items()}
+    smallest = min(counts, key=counts.get)
+    if ipc > counts[smallest]:
+        raise ConfigError(
+            f"--ipc {ipc} is larger than class {dataset.class_names[smallest]!r} of {dataset.name}, "
+            f"which has {counts[smallest]} training images; use --ipc {counts[smallest]} or less"
+        )
+
+
+class TeacherCache:
+    """Teachers are costly: get each (dataset, arch) once per process."""
+
+    def __init__(self, provider: TeacherProvider | None, device: torch.device, progress: Progress):
+        self.provider, self.device, self.progress = provider, device, progress
+        self._teachers: dict[tuple[str, str], Teacher] = {}
+
+    def get(self, dataset: DatasetSpec, arch: str, needed_by: str) -> Teacher:
+        if self.provider is None:
+            raise ConfigError(f"{needed_by} needs a teacher, but no teacher provider is installed")
+        key = (dataset.name, arch)
+        if key not in self._teachers:
+            self._teachers[key] = self.provider(dataset, arch, self.device, self.progress)
+        return self._teachers[key]
+
+
+def distill(
+    method: Method,
+    dataset: DatasetSpec,
+    ipc: int,
+    seed: int,
+    out_dir: Path,
+    device: torch.device,
+    teacher: Teacher | None,
+    progress: Progress,
+) -> DistilledSet:
+    """Write (or resume) the distilled set of `method` into `out_dir`."""
+    _check_ipc(dataset, ipc)
+    seed_everything(seed)
+    writer_args = dict(
+        method=method.name,
+        config=config_to_dict(method.config),
+        dataset=dataset.name,
+        class_names=dataset.class_names,
+        ipc=ipc,
+        seed=seed,
+        teacher=teacher.info() if teacher else None,
+    )
+    task = DistillTask(dataset=dataset, ipc=ipc, seed=seed, device=device, writer=None, teacher=teacher, progress=progress)  # type: ignore[arg-type]
+    task.writer = DistilledSetWriter(out_dir, extra=method.manifest_extra(task), **writer_args)
+    if not task.writer.pending_classes() and task.writer.manifest.get("complete"):
+        return DistilledSet.open(out_dir, class_names=dataset.class_names, dataset=dataset.name)
+    return method.distill(task)
+
+
+def evaluate(
+    distilled: DistilledSet,
+    dataset: DatasetSpec,
+    run_id: str,
+    evaluators: Sequence[Evaluator],
+    students: Sequence[str],
+    teacher_archs: Sequence[str],
+    seeds: Sequence[int],
+    device: torch.device,
+    store: ResultsStore,
+    teachers: TeacherCache,
+    progress: Progress = NullProgress(),
+    force: bool = False,
+) -> tuple[list[ResultRow], int]:
+    """Every (evaluator, teacher, student, seed); one results row each. Returns (rows, skipped)."""
+    rows, skipped = [], 0
+    for evaluator in evaluators:
+        evaluator_config = config_to_dict(evaluator.config)
+        evaluator_hash = config_hash(evaluator_config)
+        archs: Sequence[str | None] = teacher_archs if evaluator.needs_teacher else [None]
+        jobs = [(arch, student, seed) for arch in archs for student in students for seed in seeds]
+        with progress.task(f"{evaluator.name}: evaluating", total=len(jobs)) as bar:
+            for arch, student, seed in jobs:
+                if not force and store.has(run_id, evaluator.name, evaluator_hash, student, arch, seed):
+                    skipped += 1
+                    bar.advance()
+                    continue
+                teacher = teachers.get(dataset, arch, f"evaluator {evaluator.name}") if arch else None
+                seed_everything(seed)
+                started = time.perf_counter()
+                task = EvalTask(dataset=dataset, student=student, seed=seed, device=device, teacher=teacher, progress=progress)
+                result = evaluator.evaluate(distilled, task)
+                row = ResultRow(
+                    run_id=run_id,
+                    method=distilled.method,
+                    dataset=dataset.name,
+                    ipc=distilled.ipc,
+                    evaluator=evaluator.name,
+                    student=student,
+                    seed=seed,
+                    metric=result.primary,
+                    value=result.value,
+                    metrics=result.metrics,
+                    method_config=distilled.manifest.get("config", {}),
+                    evaluator_config=evaluator_config,
+                    evaluator_config_hash=evaluator_hash,
+                    distilled_path=str(distilled.root),
+                    distilled_hash=distilled.content_hash,
+                    wall_time_s=time.perf_counter() - started,
+                    teacher=arch,
+                    teacher_info=teacher.info() if teacher else None,
+                )
+                store.add(row)
+                rows.append(row)
+                progress.log(f"{evaluator.name} {student} seed {seed}: {result.primary} = {result.value:.2f}")
+                bar.advance()
+    return rows, skipped
+
+
+def make_evaluators(names: Sequence[str], dataset: DatasetSpec, overrides: Mapping[str, dict[str, str]]) -> list[Evaluator]:
+    return [build_plugin(registry.load_evaluator(name), dataset, overrides.get(name, {})) for name in names]
+
+
+def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, progress: Progress = NullProgress()) -> RunSummary:
+    """Distill with `request.method`, then evaluate; rows go into the results store."""
+    dataset = registry.create_dataset(request.dataset, request.data_root)
+    method_cls = registry.load_method(request.method)
+    evaluator_classes = [registry.load_evaluator(name) for name in request.evaluators]
+    method_overrides, evaluator_overrides = split_overrides(request.overrides, method_cls, evaluator_classes)
+    method = build_plugin(method_cls, dataset, method_overrides)
+    evaluators = make_evaluators(request.evaluators, dataset, evaluator_overrides)
+    device = resolve_device(request.device)
+    teachers = TeacherCache(teacher_provider, device, progress)
+    run_id = run_id_for(dataset.name, method.name, request.ipc, request.distill_seed, config_to_dict(method.config))
+    out_dir = Path(request.out_dir) if request.out_dir else paths.runs_dir() / run_id
+    teacher = teachers.get(dataset, request.teachers[0], f"method {method.name}") if method.needs_teacher else None
+    started = time.perf_counter()
+    distilled = distill(method, dataset, request.ipc, request.distill_seed, out_dir, device, teacher, progress)
+    distill_time = time.perf_counter() - started
+    with ResultsStore(request.results_path or paths.default_results_path()) as store:
+        rows, skipped = evaluate(
+            distilled, dataset, run_id, evaluators, request.students, request.teachers, request.seeds,
+            device, store, teachers, progress, request.force,
+        )
+    return RunSummary(run_id=run_id, distilled=distilled, rows=rows, skipped=skipped, distill_time_s=distill_time)
+
+
+def evaluate_folder(
+    folder: str | Path,
+    dataset_name: str | None,
+    data_root: str | None,
+    evaluators: Sequence[str],
+    students: Sequence[str],
+    teachers: Sequence[str],
+    seeds: Sequence[int],
+    overrides: Mapping[str, str],
+    device: str = "auto",
+    results_path: str | Path | None = None,
+    teacher_provider: TeacherProvider | None = None,
+    progress: Progress = NullProgress(),
+    force: bool = False,
+) -> tuple[list[ResultRow], int]:
+    """`ddbench eval DIR`: evaluate a distilled folder made by ddbench or by any other tool."""
+    folder = Path(folder)
+    if dataset_name is None:
+        manifest_path = folder / "manifest.json"
+        if not manifest_path.exists():
+            raise ConfigError(f"{folder} has no manifest.json; pass --dataset to say which dataset it distils")
+        dataset_name = read_manifest(folder)["dataset"]
+    dataset = registry.create_dataset(dataset_name, data_root)
+    distilled = DistilledSet.open(folder, class_names=dataset.class_names, dataset=dataset.name)
+    evaluator_classes = [registry.load_evaluator(name) for name in evaluators]
+    _, evaluator_overrides = split_overrides(overrides, None, evaluator_classes)
+    built = make_evaluators(evaluators, dataset, evaluator_overrides)
+    resolved_device = resolve_device(device)
+    run_id = f"{dataset.name}/eval-{distilled.method}-{distilled.content_hash[:12]}"
+    with ResultsStore(results_path or paths.default_results_path()) as store:
+        return evaluate(
+            distilled, dataset, run_id, built, students, teachers, seeds, resolved_device, store,
+            TeacherCache(teacher_provider, resolved_device, progress), progress, force,
+        )

@@ -1,0 +1,49 @@
+"""Shared reading of class-folder trees (`<split>/<class>/<image>`), with layout errors that say
+what was expected and where to get the data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from ddbench.core.errors import DataError
+from ddbench.core.images import list_images
+
+
+def require_root(root: Path | None, dataset: str, layout: str, source: str) -> Path:
+    """The data root, or one clear error naming the layout, the source and the fetch command."""
+    hint = f"Expected layout: {layout}. Get it from {source}, or run `ddbench data fetch {dataset} --root DIR`."
+    if root is None:
+        raise DataError(f"dataset {dataset!r} needs --data-root. {hint}")
+    if not root.is_dir():
+        raise DataError(f"data root {root} for {dataset!r} does not exist. {hint}")
+    return root
+
+
+def class_folder_samples(
+    split_dir: Path, class_names: Sequence[str], dataset: str, layout: str, source: str
+) -> list[tuple[Path, int]]:
+    """(path, label) for every image under `split_dir/<class>/`, labels in `class_names` order."""
+    hint = f"Expected layout: {layout}. Get it from {source}."
+    if not split_dir.is_dir():
+        raise DataError(f"{split_dir} is missing for {dataset!r}. {hint}")
+    missing = [name for name in class_names if not (split_dir / name).is_dir()]
+    if missing:
+        raise DataError(
+            f"{split_dir} lacks {len(missing)} of {len(class_names)} class folders for {dataset!r} "
+            f"(e.g. {', '.join(missing[:3])}). {hint}"
+        )
+    samples: list[tuple[Path, int]] = []
+    for label, name in enumerate(class_names):
+        files = list_images(split_dir / name)
+        if not files:
+            raise DataError(f"{split_dir / name} holds no images. {hint}")
+        samples.extend((path, label) for path in files)
+    return samples
+
+
+def read_class_list(path: Path) -> list[str]:
+    """First column of a packaged class list, skipping comments."""
+    lines = [line.split("\t")[0].strip() for line in path.read_text().splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
