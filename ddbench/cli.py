@@ -14,8 +14,8 @@ from ddbench.core.config import parse_overrides
 from ddbench.core.errors import ConfigError, DDBenchError
 from ddbench.core.rich_progress import RichProgress
 
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def _int_list(value: str, option: str) -> list[int]:
