@@ -1,0 +1,1 @@
+"""Evaluation protocols, registered through the `ddbench.evaluators` entry points."""

@@ -1,0 +1,132 @@
+"""What the student-training evaluators share: load the distilled set and the real val split as
+tensors, build the seeded student, run the shared loop, and name the numbers honestly.
+
+`top1_final` is the accuracy after the last epoch: no choice made on the validation split.
+`top1_best` is the best of the validations in the last `validate_last_fraction` of epochs, which
+is what RDED-protocol papers report; it is only produced when more than one validation ran.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from ddbench.core.config import config_to_dict
+from ddbench.core.distilled import DistilledSet
+from ddbench.core.errors import ConfigError, DistilledSetError
+from ddbench.core.interfaces import EvalResult, EvalTask, Evaluator
+from ddbench.training import (
+    TrainingHistory,
+    TrainingRecipe,
+    build_seeded_model,
+    load_tensor_set,
+    load_validation_set,
+    square_resize,
+    train_classifier,
+    validation_epochs,
+)
+
+METRIC_NAMES = ("top1_final", "top1_best")
+
+
+@dataclass
+class StudentEvalConfig:
+    """Fields every student-training evaluator has (subclasses add their protocol's)."""
+
+    epochs: int = 300
+    #: validate after every `validate_every` epochs within the last `validate_last_fraction`
+    validate_last_fraction: float = 0.2
+    validate_every: int = 10
+    #: bf16 autocast for student (and teacher) on CUDA; CPU always runs float32
+    amp: bool = True
+    #: the leaderboard metric: top1_final (no selection on val) or top1_best (the protocol's)
+    primary_metric: str = "top1_final"
+
+
+class StudentTrainingEvaluator(Evaluator, abc.ABC):
+    """Trains `task.student` on the distilled set with `recipe()` and `objective()`."""
+
+    @abc.abstractmethod
+    def recipe(self, distilled: DistilledSet, task: EvalTask) -> TrainingRecipe:
+        """The resolved training recipe for this set, student and dataset."""
+
+    @abc.abstractmethod
+    def objective(self, task: EvalTask):
+        """A callable (student_logits, MixedBatch) -> loss."""
+
+    def extra_metrics(self, task: EvalTask) -> dict[str, float]:
+        return {}
+
+    def extra_details(self, task: EvalTask) -> dict[str, Any]:
+        return {}
+
+    def evaluate(self, distilled: DistilledSet, task: EvalTask) -> EvalResult:
+        config = self.config
+        if config.primary_metric not in METRIC_NAMES:
+            raise ConfigError(f"primary_metric {config.primary_metric!r} is not one of {', '.join(METRIC_NAMES)}")
+        if config.epochs < 1:
+            raise ConfigError(f"{self.name}: epochs must be at least 1, got {config.epochs}")
+        dataset = task.dataset
+        if len(distilled.class_names) != dataset.num_classes:
+            raise DistilledSetError(
+                f"{distilled.root}: {len(distilled.class_names)} classes, but {dataset.name} has {dataset.num_classes}"
+            )
+        recipe = self.recipe(distilled, task)
+        objective = self.objective(task)  # before the heavy loading: a missing teacher fails fast
+        resolution = dataset.resolution
+        train_set = load_tensor_set(distilled.dataset(), square_resize(resolution), f"distilled set {distilled.root}")
+        val_set = load_validation_set(dataset, resolution)
+        validate_after = validation_epochs(config.epochs, config.validate_last_fraction, config.validate_every)
+        student = build_seeded_model(task.student, dataset.num_classes, resolution, task.seed, "student-init")
+        _, history = train_classifier(
+            student,
+            recipe,
+            train_set,
+            objective,
+            mean=dataset.mean,
+            std=dataset.std,
+            resolution=resolution,
+            seed=task.seed,
+            device=task.device,
+            val_set=val_set,
+            validate_after=validate_after,
+            amp=config.amp,
+            progress=task.progress,
+            description=f"{self.name}: {task.student} seed {task.seed}",
+            purpose=f"{self.name}/student",
+        )
+        metrics = {**summarise_validations(history), **self.extra_metrics(task)}
+        if config.primary_metric not in metrics:
+            raise ConfigError(
+                f"primary_metric {config.primary_metric!r} needs more than one validation; "
+                "raise validate_last_fraction or lower validate_every"
+            )
+        details = {
+            "recipe": config_to_dict(recipe),
+            "config": config_to_dict(config),
+            "val_top1_by_epoch": {str(epoch + 1): acc for epoch, acc in sorted(history.val_top1.items())},
+            "top1_best_epochs": [epoch + 1 for epoch in sorted(history.val_top1)],
+            "epoch_losses": history.epoch_losses,
+            "train_seconds": history.train_seconds,
+            "validation_seconds": history.validation_seconds,
+            "train_images_per_second": history.train_images_per_second,
+            "distilled_images": len(train_set),
+            "val_images": len(val_set),
+            **self.extra_details(task),
+        }
+        return EvalResult(metrics=metrics, primary=config.primary_metric, details=details)
+
+
+def summarise_validations(history: TrainingHistory) -> dict[str, float]:
+    """top1_final from the last validation (always the last epoch); top1_best when there were several."""
+    epochs = sorted(history.val_top1)
+    metrics = {"top1_final": history.val_top1[epochs[-1]]}
+    if len(epochs) > 1:
+        metrics["top1_best"] = max(history.val_top1.values())
+    return metrics
+
+
+def resolved_fields(config: Any) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}

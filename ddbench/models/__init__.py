@@ -1,0 +1,26 @@
+"""Classifier architectures for students and teachers (timm factory + RDED's ConvNet-D)."""
+
+from ddbench.models.checkpoint import load_model, save_model
+from ddbench.models.factory import (
+    SMALL_INPUT_MAX,
+    ModelSpec,
+    create_from_spec,
+    create_model,
+    list_archs,
+    model_spec,
+    register_arch,
+    to_device,
+)
+
+__all__ = [
+    "SMALL_INPUT_MAX",
+    "ModelSpec",
+    "create_from_spec",
+    "create_model",
+    "list_archs",
+    "load_model",
+    "model_spec",
+    "register_arch",
+    "save_model",
+    "to_device",
+]

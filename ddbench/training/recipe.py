@@ -1,0 +1,104 @@
+"""One training run of one classifier, described by a `TrainingRecipe`: used by both evaluators
+(students on a distilled set) and by teacher training (on the real train split), so the three
+share a single loop and differ only in their recipe and objective."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ddbench.core.progress import Progress
+from ddbench.core.seeding import derive_seed, numpy_generator, torch_generator
+from ddbench.models import create_model, to_device
+from ddbench.training.augment import CutMix, TrainAugment
+from ddbench.training.data import TensorImageSet
+from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model
+from ddbench.training.optim import build_optimizer
+from ddbench.training.schedule import build_epoch_scheduler
+
+
+@dataclass
+class TrainingRecipe:
+    """Everything that decides how a classifier is trained, besides its data and objective."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    schedule: str = "quarter_cosine"
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip: bool = True
+    shuffle_patch_factor: int = 1
+    cutmix_prob: float = 0.0
+    cutmix_alpha: float = 1.0
+
+
+def build_seeded_model(arch: str, num_classes: int, input_size: int, seed: int, purpose: str, **kwargs) -> nn.Module:
+    """`create_model` with its random init drawn from (seed, purpose), leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derive_seed(seed, purpose))
+        return create_model(arch, num_classes, input_size, **kwargs)
+
+
+def train_classifier(
+    model: nn.Module,
+    recipe: TrainingRecipe,
+    train_set: TensorImageSet,
+    objective,
+    *,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    resolution: int,
+    seed: int,
+    device: torch.device,
+    val_set: TensorImageSet | None = None,
+    validate_after: list[int] | tuple[int, ...] = (),
+    amp: bool = True,
+    progress: Progress | None = None,
+    description: str = "training",
+    purpose: str = "train",
+) -> tuple[nn.Module, TrainingHistory]:
+    """Train `model` (moved to `device`) with `recipe`; every random draw derives from (seed, purpose)."""
+    model = to_device(model, device)
+    optimizer = build_optimizer(
+        model, recipe.optimizer, recipe.lr, recipe.weight_decay, betas=recipe.betas, momentum=recipe.momentum
+    )
+    scheduler = build_epoch_scheduler(optimizer, recipe.schedule, recipe.epochs)
+    augment = TrainAugment(
+        output_size=resolution,
+        mean=mean,
+        std=std,
+        crop_scale=tuple(recipe.crop_scale),
+        flip=recipe.flip,
+        shuffle_patch_factor=recipe.shuffle_patch_factor,
+    )
+    cutmix = CutMix(recipe.cutmix_prob, recipe.cutmix_alpha) if recipe.cutmix_prob > 0 else None
+
+    def validate(trained: nn.Module) -> float:
+        return evaluate_top1(trained, val_set, mean, std, device, amp=amp)
+
+    history = train_model(
+        model,
+        train_set,
+        augment=augment,
+        objective=objective,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=recipe.epochs,
+        batch_size=recipe.batch_size,
+        device=device,
+        generator=torch_generator(seed, f"{purpose}/order+augment"),
+        mix_rng=numpy_generator(seed, f"{purpose}/cutmix"),
+        cutmix=cutmix,
+        validate_after=validate_after if val_set is not None else (),
+        validate=validate if val_set is not None else None,
+        amp=amp,
+        progress=progress,
+        description=description,
+    )
+    return model, history

@@ -1,0 +1,73 @@
+"""The model factory: every arch builds, small inputs get the stride-1 stem, and a checkpoint
+reloads into the same shape (the reason the adaptation is recorded in the model's spec)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.models import create_model, list_archs, load_model, save_model
+
+ADAPTED_ARCHS = ["resnet18", "resnet101", "mobilenet_v2", "efficientnet_b0", "convnet3"]
+
+
+def test_all_archs_listed():
+    assert {"resnet18", "resnet101", "mobilenet_v2", "efficientnet_b0", "convnet3", "convnet6"} <= set(list_archs())
+
+
+def test_small_input_resnet_has_3x3_stride1_stem_and_no_maxpool():
+    small = create_model("resnet18", 10, 32)
+    assert small.conv1.kernel_size == (3, 3) and small.conv1.stride == (1, 1)
+    assert isinstance(small.maxpool, torch.nn.Identity)
+    assert small.ddbench_spec.small_input and small.pretrained_cfg["ddbench"]["small_input"]
+    large = create_model("resnet18", 10, 224)
+    assert large.conv1.kernel_size == (7, 7) and not large.ddbench_spec.small_input
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_b0"])
+def test_small_input_mobile_stem_is_stride1(arch):
+    assert create_model(arch, 10, 16).conv_stem.stride == (1, 1)
+    assert create_model(arch, 10, 224).conv_stem.stride == (2, 2)
+
+
+@pytest.mark.parametrize("arch", ADAPTED_ARCHS)
+def test_checkpoint_round_trip_keeps_adapted_shape(arch, tmp_path):
+    torch.manual_seed(0)
+    model = create_model(arch, 5, 16).eval()
+    images = torch.randn(2, 3, 16, 16)
+    expected = model(images)
+    path = save_model(model, tmp_path / f"{arch}.pt", extra={"note": "x"})
+    reloaded, extra = load_model(path)
+    reloaded.eval()
+    assert extra == {"note": "x"}
+    assert reloaded.ddbench_spec == model.ddbench_spec
+    torch.testing.assert_close(reloaded(images), expected)
+
+
+def test_unknown_arch_suggests_the_close_name():
+    with pytest.raises(ConfigError, match="resnet18"):
+        create_model("resnet-18", 10, 32)
+
+
+def test_convnet_too_deep_for_input_is_a_config_error():
+    with pytest.raises(ConfigError, match="divisible"):
+        create_model("convnet6", 10, 32)
+
+
+def test_offline_without_cached_weights_fails_fast(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HUGGINGFACE_HUB_CACHE", str(tmp_path / "empty-hub"))
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with pytest.raises(CheckpointError, match="HF_HUB_OFFLINE"):
+        create_model("resnet18", 10, 224, pretrained=True)
+
+
+def test_load_model_rejects_foreign_file(tmp_path):
+    path = tmp_path / "foreign.pt"
+    torch.save({"model": {}}, path)
+    with pytest.raises(CheckpointError, match="not a ddbench model checkpoint"):
+        load_model(path)
