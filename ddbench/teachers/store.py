@@ -1,0 +1,192 @@
+"""`TeacherStore`, ddbench's `TeacherProvider`: an external checkpoint if one is given for the
+arch, else the cache `$DDBENCH_HOME/teachers/<dataset>/<arch>-<recipe hash>.pt`, else train with
+the recipe and cache the result. Every teacher's top-1 on the real val split is known before it
+labels anything: a teacher near chance (wrong class order, wrong dataset) is an error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+import ddbench
+from ddbench.core.distilled import sha256_file
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.interfaces import DatasetSpec, Teacher
+from ddbench.core.paths import home
+from ddbench.core.progress import NullProgress, Progress
+from ddbench.models import load_model, save_model, to_device
+from ddbench.teachers.checkpoints import load_teacher_checkpoint
+from ddbench.teachers.recipes import TeacherRecipe, recipe_for, recipe_hash
+from ddbench.training import (
+    HardLabelObjective,
+    build_seeded_model,
+    evaluate_top1,
+    load_tensor_set,
+    load_validation_set,
+    square_resize,
+    train_classifier,
+)
+
+
+def accuracy_floor(num_classes: int) -> float:
+    """The least top-1 (%) a usable teacher reaches: twice chance. A class-order mismatch lands
+    near chance (RDED's known WNID-order pitfall), so this catches it before it costs a run."""
+    return 200.0 / num_classes
+
+
+def measure_accuracy(model: nn.Module, dataset: DatasetSpec, device: torch.device) -> float:
+    """Top-1 (%) of `model` on the real val split with the protocol's val transform."""
+    model = to_device(model, device)
+    return evaluate_top1(model, load_validation_set(dataset), dataset.mean, dataset.std, device)
+
+
+def check_accuracy(accuracy: float, dataset: DatasetSpec, source: str) -> None:
+    floor = accuracy_floor(dataset.num_classes)
+    if accuracy < floor:
+        raise CheckpointError(
+            f"teacher {source} reaches only {accuracy:.1f}% top-1 on {dataset.name} val (chance "
+            f"{100 / dataset.num_classes:.1f}%, required {floor:.1f}%): its class order or dataset does not match "
+            f"{dataset.name}'s ({', '.join(dataset.class_names[:3])}, ...); retrain it or fix the class mapping"
+        )
+
+
+def parse_checkpoint_option(value: str | os.PathLike | Mapping[str, Any] | None) -> dict[str | None, Path]:
+    """`PATH` (every teacher arch), `arch=PATH,arch2=PATH2`, or a mapping -> {arch or None: Path}."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return {arch: Path(path) for arch, path in value.items()}
+    text = os.fspath(value)
+    if "=" not in text:
+        return {None: Path(text)}
+    pairs = {}
+    for item in text.split(","):
+        arch, _, path = item.partition("=")
+        if not path:
+            raise ConfigError(f"--teacher-ckpt expects PATH or arch=PATH[,arch=PATH], got {text!r}")
+        pairs[arch.strip()] = Path(path.strip())
+    return pairs
+
+
+class TeacherStore:
+    """Gets teachers: external checkpoint -> cache -> training with the recipe.
+
+    `TeacherStore()(dataset, "resnet18", device, progress)` returns a frozen, accuracy-checked
+    `Teacher`. `checkpoints` maps arch -> path (key None: any arch). `train_missing=False`
+    raises instead of training. `recipe_overrides` change the recipe (and so its hash)."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        checkpoints: str | os.PathLike | Mapping[str, Any] | None = None,
+        train_missing: bool = True,
+        recipe_overrides: Mapping[str, Any] | None = None,
+    ):
+        self.root = Path(root) if root is not None else home() / "teachers"
+        self.checkpoints = parse_checkpoint_option(checkpoints)
+        self.train_missing = train_missing
+        self.recipe_overrides = dict(recipe_overrides or {})
+
+    def recipe(self, dataset: DatasetSpec) -> TeacherRecipe:
+        return recipe_for(dataset, **self.recipe_overrides)
+
+    def cache_path(self, dataset: DatasetSpec, arch: str) -> Path:
+        return self.root / dataset.name / f"{arch}-{recipe_hash(self.recipe(dataset), dataset, arch)}.pt"
+
+    def __call__(self, dataset: DatasetSpec, arch: str, device: torch.device, progress: Progress = NullProgress()) -> Teacher:
+        checkpoint = self.checkpoints.get(arch, self.checkpoints.get(None))
+        if checkpoint is not None:
+            return self.from_checkpoint(dataset, arch, checkpoint, device)
+        path = self.cache_path(dataset, arch)
+        if path.exists():
+            return self.from_cache(dataset, arch, path, device)
+        if not self.train_missing:
+            raise CheckpointError(
+                f"no cached {arch} teacher for {dataset.name} at {path}; run `ddbench teacher train "
+                f"--dataset {dataset.name} --arch {arch}` or pass --teacher-ckpt"
+            )
+        return self.train(dataset, arch, device, progress)
+
+    def from_checkpoint(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
+        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution)
+        accuracy = measure_accuracy(model, dataset, device)
+        check_accuracy(accuracy, dataset, str(path))
+        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, sha256_file(path), f"checkpoint:{path}")
+
+    def from_cache(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
+        record_path = path.with_suffix(".json")
+        if not record_path.exists():
+            raise CheckpointError(f"{path} has no record {record_path.name} (interrupted write?); delete {path} to retrain")
+        record = json.loads(record_path.read_text())
+        checksum = sha256_file(path)
+        if checksum != record.get("sha256"):
+            raise CheckpointError(f"{path} does not match the checksum in {record_path.name}; delete both to retrain")
+        if record.get("class_names") != list(dataset.class_names):
+            raise CheckpointError(
+                f"{path} was trained with class order {record.get('class_names', [])[:3]}..., "
+                f"{dataset.name} now has {dataset.class_names[:3]}...; delete it to retrain"
+            )
+        model, _ = load_model(path)
+        model = to_device(model, device)
+        return Teacher(model, arch, dataset.name, dataset.num_classes, record["accuracy"], checksum, f"cache:{path}")
+
+    def train(self, dataset: DatasetSpec, arch: str, device: torch.device, progress: Progress = NullProgress()) -> Teacher:
+        """Train (or, for epochs == 0, take pretrained) a teacher with the recipe; cache and return it."""
+        recipe = self.recipe(dataset)
+        path = self.cache_path(dataset, arch)
+        started = time.perf_counter()
+        model_kwargs = {"pretrained": recipe.pretrained, "pretrained_tag": recipe.pretrained_tag(arch)}
+        model = build_seeded_model(arch, dataset.num_classes, dataset.resolution, recipe.seed, "teacher-init", **model_kwargs)
+        if recipe.epochs > 0:
+            with progress.task(f"teacher {arch} on {dataset.name}: loading the train split") as bar:
+                train_set = load_tensor_set(dataset.split("train"), square_resize(dataset.resolution), f"{dataset.name} train split")
+                bar.advance()
+            model, history = train_classifier(
+                model,
+                recipe.training_recipe(),
+                train_set,
+                HardLabelObjective(recipe.label_smoothing),
+                mean=dataset.mean,
+                std=dataset.std,
+                resolution=dataset.resolution,
+                seed=recipe.seed,
+                device=device,
+                progress=progress,
+                description=f"teacher {arch} on {dataset.name}",
+                purpose="teacher",
+            )
+            epoch_losses = history.epoch_losses
+        else:
+            epoch_losses = []
+        accuracy = measure_accuracy(model, dataset, device)
+        check_accuracy(accuracy, dataset, f"{arch} trained with the {dataset.name} recipe")
+        save_model(model, path, extra={"recipe": recipe.to_dict()})
+        record = {
+            "arch": arch,
+            "dataset": dataset.name,
+            "class_names": list(dataset.class_names),
+            "accuracy": accuracy,
+            "recipe": recipe.to_dict(),
+            "recipe_hash": recipe_hash(recipe, dataset, arch),
+            "sha256": sha256_file(path),
+            "train_seconds": time.perf_counter() - started,
+            "epoch_losses": epoch_losses,
+            "device": str(device),
+            "ddbench_version": ddbench.__version__,
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=2))
+        os.replace(tmp, path.with_suffix(".json"))
+        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
+
+
+def make_teacher_provider(checkpoint: str | os.PathLike | Mapping[str, Any] | None = None, **kwargs: Any) -> TeacherStore:
+    """The provider the CLI installs: `checkpoint` is --teacher-ckpt (PATH or arch=PATH,...)."""
+    return TeacherStore(checkpoints=checkpoint, **kwargs)

@@ -1,0 +1,109 @@
+"""The rded evaluator: the protocol's rules (batch size, lr, factor from the manifest), the
+teacher labelling the very batch the student sees, and a seeded end-to-end run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ddbench.core.config import resolve_config
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.interfaces import EvalTask, Teacher
+from ddbench.evaluators.rded import RdedEvaluator, rded_batch_size, rded_learning_rate
+from ddbench.teachers import TeacherStore
+from ddbench.training import MixedBatch, TeacherSoftLabelObjective, soft_label_kl
+from tests.evaluators.synthetic import ColourSquares, write_distilled
+
+CPU = torch.device("cpu")
+FAST = {"epochs": 5, "validate_every": 1, "validate_last_fraction": 0.4}
+
+
+@pytest.mark.parametrize(
+    "ipc, classes, expected",
+    [(1, 10, 10), (10, 10, 50), (50, 10, 100), (10, 100, 100), (50, 1000, 200), (1, 1000, 20), (10, 3, 30), (20, 10, 50), (100, 10, 100)],
+)
+def test_batch_size_rule(ipc, classes, expected):
+    assert rded_batch_size(ipc, classes) == expected
+
+
+def test_learning_rates_per_arch():
+    assert rded_learning_rate("resnet18") == rded_learning_rate("resnet101") == rded_learning_rate("convnet3") == 1e-3
+    assert rded_learning_rate("efficientnet_b0") == 2e-3
+    assert rded_learning_rate("mobilenet_v2") == 2.5e-3
+    with pytest.raises(ConfigError, match="rded.lr"):
+        rded_learning_rate("vit_tiny")
+
+
+def test_teacher_labels_the_same_mixed_batch():
+    seen = []
+
+    class SpyTeacher(torch.nn.Module):
+        def forward(self, images):
+            seen.append(images)
+            return torch.ones(images.shape[0], 3)
+
+    mixed = MixedBatch(torch.rand(2, 3, 4, 4), torch.tensor([0, 1]), torch.tensor([1, 0]), 0.3)
+    student_logits = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0]])
+    loss = TeacherSoftLabelObjective(SpyTeacher(), 20.0, CPU)(student_logits, mixed)
+    assert len(seen) == 1 and seen[0] is mixed.images
+    assert loss.item() == pytest.approx(soft_label_kl(student_logits, torch.ones(2, 3), 20.0).item())
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory):
+    store = TeacherStore(root=tmp_path_factory.mktemp("teachers"), recipe_overrides={"epochs": 3, "batch_size": 16, "lr": 5e-3})
+    return store(ColourSquares(), "convnet3", CPU)
+
+
+def evaluate(tmp_path, teacher, seed=0, extra=None, **overrides):
+    dataset = ColourSquares()
+    distilled = write_distilled(dataset, tmp_path / "set", extra=extra)
+    config = resolve_config(RdedEvaluator.Config, RdedEvaluator.preset_for(dataset), {**FAST, **overrides})
+    task = EvalTask(dataset=dataset, student="convnet3", seed=seed, device=CPU, teacher=teacher)
+    return RdedEvaluator(config).evaluate(distilled, task)
+
+
+def test_rded_reports_both_numbers_and_the_teacher(tmp_path, teacher):
+    result = evaluate(tmp_path, teacher)
+    assert result.primary == "top1_final"
+    assert set(result.metrics) == {"top1_final", "top1_best", "teacher_top1"}
+    assert result.details["top1_best_epochs"] == [4, 5]
+    assert result.metrics["top1_best"] >= result.metrics["top1_final"]
+    assert result.metrics["teacher_top1"] == teacher.accuracy
+    assert result.details["teacher"]["arch"] == "convnet3"
+    recipe = result.details["recipe"]
+    assert recipe["batch_size"] == 10 and recipe["lr"] == 1e-3 and recipe["cutmix_prob"] == 1.0
+    assert result.value > 40.0  # 4 classes, chance 25%
+
+
+def test_rded_is_deterministic_per_seed(tmp_path, teacher):
+    first = evaluate(tmp_path, teacher, seed=1)
+    second = evaluate(tmp_path, teacher, seed=1)
+    assert first.details["epoch_losses"] == second.details["epoch_losses"]
+    assert first.metrics == second.metrics
+
+
+def test_shuffle_patch_factor_comes_from_the_manifest(tmp_path, teacher):
+    result = evaluate(tmp_path, teacher, extra={"shuffle_patch_factor": 2}, epochs=1, validate_last_fraction=0.0)
+    assert result.details["recipe"]["shuffle_patch_factor"] == 2
+    assert result.details["recipe"]["crop_scale"] == [0.5, 1.0]
+
+
+def test_rded_needs_a_matching_teacher(tmp_path, teacher):
+    with pytest.raises(ConfigError, match="needs a teacher"):
+        evaluate(tmp_path, None)
+    wrong = Teacher(torch.nn.Linear(1, 6), "convnet3", "other", 6, accuracy=90.0)
+    with pytest.raises(CheckpointError, match="6 classes"):
+        evaluate(tmp_path, wrong)
+    poor = Teacher(teacher.model, "convnet3", "colour_squares", 4, accuracy=25.0, source="somewhere")
+    with pytest.raises(CheckpointError, match="near chance"):
+        evaluate(tmp_path, poor)
+
+
+def test_presets_keep_the_protocol_structure():
+    assert RdedEvaluator.presets["cifar"] == {} and RdedEvaluator.presets["imagenet"] == {}
+    digits = resolve_config(RdedEvaluator.Config, RdedEvaluator.presets["digits"])
+    paper = RdedEvaluator.Config()
+    assert paper.epochs == 300 and paper.temperature == 20.0 and paper.validate_every == 10
+    assert digits.temperature == paper.temperature and digits.schedule == "quarter_cosine"
+    assert digits.validate_last_fraction == paper.validate_last_fraction

@@ -1,0 +1,124 @@
+"""Teachers: the cache (checksums, reuse), external checkpoints in RDED's and DataParallel's
+layouts, and the errors that stop a mismatched teacher before it labels anything."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from ddbench.core.errors import CheckpointError
+from ddbench.teachers import TeacherStore, make_teacher_provider, recipe_hash
+from tests.evaluators.synthetic import ColourSquares
+
+CPU = torch.device("cpu")
+FAST_RECIPE = {"epochs": 3, "batch_size": 16, "lr": 5e-3}
+
+
+class SixColours(ColourSquares):
+    name = "six_colours"
+    num_colours = 6
+
+
+class ShiftedColours(ColourSquares):
+    """Same class names, but every label moved by one: what a class-order mismatch looks like."""
+
+    name = "colour_squares"
+
+    def split(self, name, transform=None):
+        dataset = super().split(name, transform)
+        dataset.labels = [(label + 1) % self.num_colours for label in dataset.labels]
+        return dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("teachers")
+    store = TeacherStore(root=root, recipe_overrides=FAST_RECIPE)
+    teacher = store(ColourSquares(), "convnet3", CPU)
+    return store, teacher
+
+
+def test_training_caches_with_checksum_and_reuses(trained):
+    store, teacher = trained
+    dataset = ColourSquares()
+    path = store.cache_path(dataset, "convnet3")
+    assert path.exists() and teacher.source == f"trained:{path}"
+    assert teacher.accuracy > 90.0
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["sha256"] == teacher.checkpoint_sha256 and record["accuracy"] == teacher.accuracy
+    assert record["recipe_hash"] == recipe_hash(store.recipe(dataset), dataset, "convnet3")
+    again = store(dataset, "convnet3", CPU)
+    assert again.source.startswith("cache:") and again.accuracy == teacher.accuracy
+    assert again.info()["arch"] == "convnet3"
+
+
+def test_recipe_change_changes_the_cache_key(trained):
+    store, _ = trained
+    other = TeacherStore(root=store.root, recipe_overrides={**FAST_RECIPE, "lr": 1e-3})
+    assert other.cache_path(ColourSquares(), "convnet3") != store.cache_path(ColourSquares(), "convnet3")
+    with pytest.raises(CheckpointError, match="ddbench teacher train"):
+        TeacherStore(root=store.root, recipe_overrides={"lr": 1e-3}, train_missing=False)(ColourSquares(), "convnet3", CPU)
+
+
+def test_tampered_cache_is_refused(trained, tmp_path):
+    store, teacher = trained
+    path = store.cache_path(ColourSquares(), "convnet3")
+    copy_root = tmp_path / "copy"
+    target = copy_root / path.parent.name / path.name
+    target.parent.mkdir(parents=True)
+    target.write_bytes(path.read_bytes() + b"x")
+    target.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    with pytest.raises(CheckpointError, match="checksum"):
+        TeacherStore(root=copy_root, recipe_overrides=FAST_RECIPE)(ColourSquares(), "convnet3", CPU)
+
+
+def _external_file(teacher, tmp_path, wrap):
+    state = {k: v.clone() for k, v in teacher.model.state_dict().items()}
+    path = tmp_path / "external.pth"
+    torch.save(wrap(state), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "wrap",
+    [
+        lambda state: {"model": {f"module.{k}": v for k, v in state.items()}},  # RDED + DataParallel
+        lambda state: state,  # plain timm/torchvision state dict
+    ],
+    ids=["rded_module_prefix", "plain_state_dict"],
+)
+def test_external_checkpoint_layouts_load_with_same_accuracy(trained, tmp_path, wrap):
+    _, teacher = trained
+    path = _external_file(teacher, tmp_path, wrap)
+    loaded = make_teacher_provider(checkpoint=f"convnet3={path}")(ColourSquares(), "convnet3", CPU)
+    assert loaded.accuracy == pytest.approx(teacher.accuracy)
+    assert loaded.source == f"checkpoint:{path}"
+
+
+def test_class_order_mismatch_is_detected(trained, tmp_path):
+    _, teacher = trained
+    path = _external_file(teacher, tmp_path, lambda state: {"model": state})
+    with pytest.raises(CheckpointError, match="class order"):
+        TeacherStore(checkpoints=path)(ShiftedColours(), "convnet3", CPU)
+
+
+def test_class_count_mismatch_is_detected(trained, tmp_path):
+    _, teacher = trained
+    path = _external_file(teacher, tmp_path, lambda state: {"model": state})
+    with pytest.raises(CheckpointError, match="4-class classifier"):
+        TeacherStore(checkpoints=path)(SixColours(), "convnet3", CPU)
+
+
+def test_class_names_are_part_of_the_cache_key(trained):
+    store, _ = trained
+
+    class Renamed(ColourSquares):
+        @property
+        def class_names(self):
+            return list(reversed(super().class_names))
+
+    renamed = Renamed()
+    path = store.cache_path(renamed, "convnet3")  # another class order never reuses a cached teacher
+    assert path != store.cache_path(ColourSquares(), "convnet3")
