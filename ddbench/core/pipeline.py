@@ -6,6 +6,7 @@ results store (same run, evaluator config, student, teacher, seed) are skipped u
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import time
@@ -63,7 +64,7 @@ def split_overrides(
                 for cls in owners:
                     evaluator_overrides[cls.name][key] = value
             else:
-                method_overrides[key] = value  # resolve_config reports the unknown key with its valid ones
+                raise ConfigError(_unknown_key_message(key, method_cls, evaluator_classes))
     return method_overrides, evaluator_overrides
 
 
@@ -71,6 +72,14 @@ def build_plugin(plugin_cls: type[PluginBase], dataset: DatasetSpec, overrides: 
     """An instance with defaults, then the dataset preset, then the user's overrides."""
     config = resolve_config(plugin_cls.Config, plugin_cls.preset_for(dataset), overrides, owner=f"{plugin_cls.name} config")
     return plugin_cls(config)
+
+
+def _unknown_key_message(key: str, method_cls: type | None, evaluator_classes: Sequence[type]) -> str:
+    owners = ([method_cls] if method_cls is not None else []) + list(evaluator_classes)
+    valid = {f"{cls.name}.{name}": name for cls in owners for name in getattr(cls.Config, "__dataclass_fields__", {})}
+    close = difflib.get_close_matches(key, sorted(set(valid.values())), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"--set {key}: no config has this key{hint}; valid keys: {', '.join(sorted(valid)) or 'none'}"
 
 
 @dataclass
