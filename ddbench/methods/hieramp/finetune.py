@@ -1,0 +1,113 @@
+"""Fine-tuning a VAR checkpoint with per-scale class tokens (paper section 4.1: 5 epochs, whole
+backbone trainable, the VAR optimiser; loss = token CE + lambda * class CE).
+
+Resumable: the generator's training loop checkpoints to `<out>/hieramp_last.ckpt` and every batch
+is drawn from (seed, step), so an interrupted run continues exactly. Writes `<out>/var_hieramp.pth`,
+a superset of the official VAR layout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ddbench.core.progress import NullProgress, Progress
+from ddbench.core.seeding import torch_generator
+from ddbench.generators.var.configs import TrainConfig
+from ddbench.generators.var.loading import Source
+from ddbench.generators.var.training import _train_loop, batch_indices, encode_dataset, load_images
+from ddbench.generators.var.vqvae import VQVAE
+from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
+
+FINETUNED_WEIGHTS = "var_hieramp.pth"
+STAGE = "hieramp"
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Epochs count passes over the training split (batches drawn with replacement per step)."""
+
+    epochs: float = 5.0
+    batch_size: int = 32
+    lr: float = 5e-4
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 2.0
+    warmup_fraction: float = 0.05
+    class_loss_weight: float = 1.0
+    seed: int = 0
+    checkpoint_every: int = 100
+
+    def train_config(self, num_images: int) -> TrainConfig:
+        steps = max(1, math.ceil(self.epochs * num_images / self.batch_size))
+        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
+                           betas=self.betas, grad_clip=self.grad_clip,
+                           warmup_steps=max(1, round(self.warmup_fraction * steps)),
+                           checkpoint_every=self.checkpoint_every, seed=self.seed)
+
+
+@torch.no_grad()
+def class_head_accuracy(model: ClassTokenVAR, vqvae: VQVAE, images_uint8: torch.Tensor, labels: torch.Tensor,
+                        batch_size: int = 256) -> dict[str, float]:
+    """Teacher-forced class-head top-1 on real images: mean over scales, and per scale."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    token_indices = encode_dataset(vqvae, images_uint8, device, batch_size)
+    correct = torch.zeros(len(model.patch_nums))
+    for start in range(0, len(labels), batch_size):
+        batch = [scale[start:start + batch_size].to(device) for scale in token_indices]
+        batch_labels = labels[start:start + batch_size].to(device)
+        _, class_logits = model.forward_with_class_logits(batch_labels, vqvae.quantize.teacher_forcing_input(batch))
+        correct += (class_logits.argmax(-1) == batch_labels[:, None]).float().sum(0).cpu()
+    model.train(was_training)
+    per_scale = (correct / len(labels)).tolist()
+    return {"mean": sum(per_scale) / len(per_scale), "per_scale": [round(a, 4) for a in per_scale]}
+
+
+def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_dir: str | Path, *,
+                          resolution: Optional[int] = None, config: FinetuneConfig = FinetuneConfig(), val_set=None,
+                          device: str | torch.device = "cpu", progress: Progress = NullProgress(),
+                          stop_after: Optional[int] = None) -> dict:
+    """Fine-tune `source` (a plain VAR or a HIERAMP checkpoint) on `train_set`; returns a summary.
+
+    `resolution`: the VQ-VAE's image size (default: latent side x downsampling); images are resized
+    to it. With `val_set`, the summary holds the class head's teacher-forced accuracy on it.
+    """
+    out_dir = Path(out_dir)
+    model, vqvae, had_class_tokens = load_class_token_var(source, vqvae, device="cpu", init_seed=config.seed)
+    model, vqvae = model.to(device).requires_grad_(True), vqvae.to(device).eval()
+    resolution = resolution or vqvae.config.downsample * vqvae.patch_nums[-1]
+    images, labels = load_images(train_set, resolution, progress, "loading training images")
+    with progress.task("encoding tokens", total=1) as bar:
+        token_indices = encode_dataset(vqvae, images, device)
+        bar.advance()
+    train_config = config.train_config(len(labels))
+    config_dict = {"stage": STAGE, "model": asdict(model.config), "finetune": asdict(config),
+                   "train": asdict(train_config)}
+
+    def loss_fn(step: int):
+        chosen = batch_indices(config.seed, STAGE, step, len(labels), config.batch_size)
+        batch_tokens = [scale[chosen].to(device) for scale in token_indices]
+        batch_labels = labels[chosen].to(device)
+        with torch.no_grad():
+            teacher_input = vqvae.quantize.teacher_forcing_input(batch_tokens)
+        token_logits, class_logits = model.forward_with_class_logits(
+            batch_labels, teacher_input, drop_generator=torch_generator(config.seed, "hieramp-cond-drop", step, device=device))
+        return class_token_loss(token_logits, class_logits, torch.cat(batch_tokens, dim=1), batch_labels,
+                                config.class_loss_weight)
+
+    summary = _train_loop(STAGE, model, train_config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary.update(started_from_class_tokens=had_class_tokens, epochs=config.epochs, seed=config.seed,
+                   parameters=sum(p.numel() for p in model.parameters()))
+    if summary["finished"]:
+        model.requires_grad_(False)
+        torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
+        if val_set is not None:
+            val_images, val_labels = load_images(val_set, resolution, progress, "loading validation images")
+            summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val_images, val_labels)
+    return summary

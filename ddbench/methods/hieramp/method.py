@@ -1,0 +1,189 @@
+"""`var`, `var-cls` and `hieramp`: one implementation, three rows of the paper's Tables 7 and 9.
+
+- `var`: the plain VAR transformer (no class tokens).
+- `var-cls`: the class-token VAR fine-tuned with HIERAMP's loss, sampled without amplification.
+- `hieramp`: the same model with coarse-to-fine amplification.
+Every image draws its randomness from its own generator, (seed, "hieramp-sample", class, image),
+shared by the three methods, so sharded runs reproduce and the methods are compared on equal seeds.
+Images are made at the VQ-VAE's resolution and saved at the dataset's (Lanczos, center crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+import torch
+from PIL import Image
+
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.images import fit_to_resolution
+from ddbench.core.interfaces import DistillTask, Method
+from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler
+from ddbench.methods.hieramp.amplify import AmplificationPlan, SaliencyRecord
+from ddbench.methods.hieramp.presets import SAMPLING_PRESETS, ablation_overrides
+
+SAMPLE_PURPOSE = "hieramp-sample"
+SALIENCY_DIR = "saliency"
+
+
+@dataclass
+class VarConfig:
+    """Generator checkpoints (digits: the weights shipped in the package) and sampling settings."""
+
+    var_ckpt: Optional[str] = None  # VAR (var) or fine-tuned class-token VAR (var-cls, hieramp) .pth
+    vqvae_ckpt: Optional[str] = None  # the matching multi-scale VQ-VAE .pth
+    cfg: float = 4.0  # classifier-free guidance, ramped linearly over the scales
+    top_k: int = 900
+    top_p: float = 0.95
+
+
+@dataclass
+class VarClsConfig(VarConfig):
+    save_saliency: bool = False  # write per-scale class-token maps + overlays to <run>/saliency/
+    saliency_block: int = -2  # block whose class-token attention is saved when not amplifying
+
+
+@dataclass
+class HierAmpConfig(VarClsConfig):
+    """Released defaults: beta 5 and rho 0.5 on scales 1..N-1, in the second-to-last block, logit bias."""
+
+    beta: tuple[float, ...] = (5.0,)  # 1 value, 3 (coarse, mid, fine) or one per scale
+    rho: tuple[float, ...] = (0.5,)  # share of the scale's keys amplified; same forms as beta
+    amp_stages: str = "full"  # full, or coarse / mid / fine joined with '+'
+    amp_scales: tuple[int, ...] = ()  # explicit scale indices; overrides amp_stages when given
+    amp_blocks: tuple[int, ...] = (-2,)  # block indices, negative from the end (-2: 14 of 16)
+    amp_mode: str = "logit_bias"  # or post_softmax (the appendix wording)
+    ablation: str = ""  # a Table 3/4 row, e.g. t3-5-50-coarse, t4-0.5-5-5; its keys win
+
+
+class _VarFamily(Method):
+    """Shared loading, seeding and saving; subclasses say whether class tokens are used and how."""
+
+    presets = SAMPLING_PRESETS
+    uses_class_tokens = True
+
+    def sampling_options(self, vocab_size: int) -> SamplingOptions:
+        config = self.config
+        return SamplingOptions(cfg=config.cfg, top_k=min(config.top_k, vocab_size), top_p=config.top_p)
+
+    def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
+        return {"generator": "var", "class_tokens": self.uses_class_tokens,
+                "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
+
+    def load_models(self, task: DistillTask):
+        """(transformer, vqvae, info) on the task's device."""
+        config, dataset = self.config, task.dataset
+        if config.var_ckpt or config.vqvae_ckpt:
+            if not (config.var_ckpt and config.vqvae_ckpt):
+                raise ConfigError(f"{self.name}: pass both var_ckpt and vqvae_ckpt (--set var_ckpt=... vqvae_ckpt=...)")
+            if self.uses_class_tokens:
+                from ddbench.methods.hieramp.model import load_class_token_var
+
+                model, vqvae, _ = load_class_token_var(config.var_ckpt, config.vqvae_ckpt, device=task.device,
+                                                       require_class_tokens=True)
+            else:
+                from ddbench.generators.var.loading import load_var
+
+                model, vqvae = load_var(config.var_ckpt, config.vqvae_ckpt, device=task.device)
+            info = {"weights": "given", "var_ckpt": config.var_ckpt, "vqvae_ckpt": config.vqvae_ckpt}
+        elif dataset.name == "digits":
+            if self.uses_class_tokens:
+                from ddbench.methods.hieramp.weights import load_digits_class_token_models
+
+                model, vqvae, info = load_digits_class_token_models(task.device, task.progress)
+            else:
+                from ddbench.generators.var.shipped import load_digits_models
+
+                model, vqvae = load_digits_models(task.device)
+                info = {"weights": "shipped digits VAR"}
+        else:
+            hint = ("fine-tune one with `ddbench hieramp finetune --from VAR_CKPT --vqvae VQVAE_CKPT --dataset "
+                    f"{dataset.name}`, then " if self.uses_class_tokens else "")
+            raise CheckpointError(f"{self.name} has generator weights only for digits; for {dataset.name!r} {hint}pass "
+                                  "--set var_ckpt=PATH --set vqvae_ckpt=PATH")
+        if model.num_classes != dataset.num_classes:
+            raise CheckpointError(f"{self.name}: the VAR checkpoint has {model.num_classes} classes but {dataset.name} "
+                                  f"has {dataset.num_classes}; pass the checkpoint trained on {dataset.name}")
+        return model, vqvae, info
+
+    def make_sampler(self, model, vqvae) -> ScaleSampler:
+        return ScaleSampler(model, vqvae, self.sampling_options(model.vocab_size))
+
+    def prepare(self, task: DistillTask) -> None:
+        self.model, self.vqvae, self.weights_info = self.load_models(task)
+        self.sampler = self.make_sampler(self.model, self.vqvae)
+        task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}")
+
+    def generate(self, task: DistillTask, class_index: int, image_index: int) -> Image.Image:
+        """One image at the generator's resolution (1, 3, H, W) -> PIL."""
+        labels = torch.tensor([class_index], device=task.device)
+        generator = task.generator(SAMPLE_PURPOSE, class_index, image_index, device=task.device)
+        image = self.sampler.sample(labels, generator)[0]
+        array = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        return Image.fromarray(array)
+
+    def distill_class(self, task: DistillTask, class_index: int) -> list[Image.Image]:
+        return [fit_to_resolution(self.generate(task, class_index, i), task.dataset.resolution)
+                for i in range(task.ipc)]
+
+
+class PlainVar(_VarFamily):
+    """`var`: plain VAR sampling (the paper's 'VAR without class tokens')."""
+
+    name = "var"
+    Config = VarConfig
+    uses_class_tokens = False
+
+
+class VarCls(_VarFamily):
+    """`var-cls`: the fine-tuned class-token VAR, no amplification."""
+
+    name = "var-cls"
+    Config = VarClsConfig
+
+    def plan(self, model) -> Optional[AmplificationPlan]:
+        return None
+
+    def make_sampler(self, model, vqvae) -> ScaleSampler:
+        from ddbench.methods.hieramp.sampler import ClassTokenSampler
+
+        depth = len(model.blocks)
+        if not -depth <= self.config.saliency_block < depth:
+            raise ConfigError(f"saliency_block {self.config.saliency_block} out of range for depth {depth}")
+        return ClassTokenSampler(model, vqvae, self.sampling_options(model.vocab_size), plan=self.plan(model),
+                                 saliency_blocks=(self.config.saliency_block % depth,))
+
+    def distill_class(self, task: DistillTask, class_index: int) -> list[Image.Image]:
+        if not self.config.save_saliency:
+            return super().distill_class(task, class_index)
+        from ddbench.methods.hieramp.saliency import save_saliency_maps
+
+        folder = task.writer.root / SALIENCY_DIR / task.dataset.class_names[class_index]
+        images = []
+        for image_index in range(task.ipc):
+            self.sampler.record = SaliencyRecord()
+            native = self.generate(task, class_index, image_index)
+            conditional = {si: maps[0] for si, maps in self.sampler.record.maps.items()}  # row 0: the cond half
+            save_saliency_maps(folder, str(image_index), native, conditional, self.model.patch_nums)
+            images.append(fit_to_resolution(native, task.dataset.resolution))
+        self.sampler.record = None
+        return images
+
+
+class HierAmp(VarCls):
+    """`hieramp`: class tokens + coarse-to-fine amplification (released defaults)."""
+
+    name = "hieramp"
+    Config = HierAmpConfig
+
+    def __init__(self, config: Any = None):
+        super().__init__(config)
+        if self.config.ablation:
+            self.config = replace(self.config, **ablation_overrides(self.config.ablation))
+
+    def plan(self, model) -> AmplificationPlan:
+        config = self.config
+        return AmplificationPlan.resolve(num_scales=len(model.patch_nums), depth=len(model.blocks), beta=config.beta,
+                                         rho=config.rho, blocks=config.amp_blocks, stages=config.amp_stages,
+                                         scales=config.amp_scales, mode=config.amp_mode)

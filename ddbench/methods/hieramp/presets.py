@@ -1,0 +1,53 @@
+"""Generation presets per dataset and the paper's ablation rows (Tables 3 and 4).
+
+Full size (ImageNet-like, CIFAR, and any other family): the released settings cfg 4, top_k 900,
+top_p 0.95. Digits (vocabulary 256, 6 scales): top_k 56 keeps the same share of the vocabulary as
+900 of 4096 (22%); cfg and top_p are the released values (see the report in `weights/` for the sweep).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ddbench.core.errors import ConfigError
+
+RELEASED_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.95}
+DIGITS_SAMPLING = {"cfg": 4.0, "top_k": 56, "top_p": 0.95}
+
+SAMPLING_PRESETS: dict[str, dict[str, Any]] = {
+    "default": dict(RELEASED_SAMPLING),
+    "imagenet": dict(RELEASED_SAMPLING),
+    "cifar": dict(RELEASED_SAMPLING),
+    "digits": dict(DIGITS_SAMPLING),
+}
+
+
+def _table3() -> dict[str, dict[str, Any]]:
+    """Amp.-rho rows x Coarse/Mid/Fine/Full columns, e.g. `t3-5-50-coarse`; `t3-0-0` is the baseline."""
+    rows = {"t3-0-0": {"beta": (0.0,), "rho": (0.5,), "amp_stages": "full"}}
+    for beta, rho in ((5, 30), (5, 70), (3, 50), (7, 50), (5, 50)):
+        for stage in ("coarse", "mid", "fine", "full"):
+            rows[f"t3-{beta}-{rho}-{stage}"] = {"beta": (float(beta),), "rho": (rho / 100,), "amp_stages": stage}
+    return rows
+
+
+def _table4() -> dict[str, dict[str, Any]]:
+    """Coarse-Mid-Fine strengths at rho 50% on all scales, e.g. `t4-0.1-5-5`."""
+    rows = {}
+    for strengths in ((0.1, 5, 5), (5, 0.1, 5), (5, 5, 0.1), (0.5, 5, 5), (5, 0.5, 5), (5, 5, 0.5)):
+        name = "t4-" + "-".join(f"{s:g}" for s in strengths)
+        rows[name] = {"beta": tuple(float(s) for s in strengths), "rho": (0.5,), "amp_stages": "full"}
+    return rows
+
+
+ABLATIONS: dict[str, dict[str, Any]] = {**_table3(), **_table4()}
+
+
+def ablation_overrides(name: str) -> dict[str, Any]:
+    if name not in ABLATIONS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(ABLATIONS), n=3)
+        raise ConfigError(f"unknown HIERAMP ablation {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
+                          + f"; valid: {', '.join(ABLATIONS)}")
+    return dict(ABLATIONS[name])

@@ -1,0 +1,99 @@
+"""The fine-tuned `digits` class-token VAR: shipped in `weights/`, else fine-tuned once and cached.
+
+The shipped file is a float16 state dict (a superset of the official VAR layout) fine-tuned from the
+generator's shipped digits VAR; `digits_hieramp.json` records the command, seed, time, the class
+head's accuracy and the SHA-256 of the VQ-VAE it was tuned against. If the generator's shipped
+VQ-VAE changes, the shipped file no longer matches and the model is fine-tuned on first use and
+cached under `$DDBENCH_HOME/cache/hieramp/digits/<vqvae hash>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from ddbench.core import paths
+from ddbench.core.distilled import sha256_file
+from ddbench.core.progress import NullProgress, Progress
+from ddbench.generators.var.configs import get_preset
+from ddbench.generators.var.shipped import SHIPPED_VAR, SHIPPED_VQVAE, load_digits_models, shipped_weights_dir
+from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
+from ddbench.methods.hieramp.model import ClassTokenVAR, load_class_token_var
+
+SHIPPED_FILE, SIDECAR = "digits_hieramp.pth", "digits_hieramp.json"
+REPRODUCE_COMMAND = "ddbench hieramp finetune --dataset digits --out DIR"
+#: the recipe of the shipped file (paper: 5 epochs, whole backbone trainable)
+DIGITS_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=32, lr=5e-4, seed=0)
+
+
+def weights_dir() -> Path:
+    return Path(str(resources.files("ddbench.methods.hieramp").joinpath("weights")))
+
+
+def base_vqvae_sha256() -> str:
+    return sha256_file(shipped_weights_dir() / SHIPPED_VQVAE)
+
+
+def _shipped_matches(fingerprint: str) -> bool:
+    sidecar = weights_dir() / SIDECAR
+    if not (weights_dir() / SHIPPED_FILE).is_file() or not sidecar.is_file():
+        return False
+    return json.loads(sidecar.read_text()).get("base_vqvae_sha256") == fingerprint
+
+
+def cache_folder(fingerprint: str) -> Path:
+    return paths.cache_dir("hieramp") / "digits" / fingerprint[:16]
+
+
+def finetune_digits(out_dir: str | Path, *, config: FinetuneConfig = DIGITS_FINETUNE, device="cpu",
+                    progress: Progress = NullProgress()) -> dict:
+    """Fine-tune the shipped digits VAR with class tokens; writes the full-precision weights, the float16
+    `digits_hieramp.pth` and its sidecar JSON into `out_dir` (resumable)."""
+    from ddbench.core.registry import create_dataset
+
+    out_dir = Path(out_dir)
+    base, vqvae = load_digits_models()
+    spec, preset = create_dataset("digits"), get_preset("digits")
+    started = time.time()
+    summary = finetune_class_tokens(base.state_dict(), vqvae, spec.split("train"), out_dir, resolution=preset.resolution,
+                                    config=config, val_set=spec.split("val"), device=device, progress=progress)
+    if not summary["finished"]:
+        return summary
+    state = torch.load(out_dir / FINETUNED_WEIGHTS, map_location="cpu", weights_only=True)
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out_dir / SHIPPED_FILE)
+    record = {
+        "command": REPRODUCE_COMMAND, "seed": config.seed, "recipe": asdict(config),
+        "base": f"ddbench/generators/var/weights/{SHIPPED_VAR} + {SHIPPED_VQVAE}",
+        "base_var_sha256": sha256_file(shipped_weights_dir() / SHIPPED_VAR), "base_vqvae_sha256": base_vqvae_sha256(),
+        "dataset": "digits (train split; class-head accuracy on the val split, teacher forced)",
+        "summary": summary, "wall_seconds": round(time.time() - started, 1),
+        "torch": torch.__version__, "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads",
+        "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    (out_dir / SIDECAR).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    return record
+
+
+def load_digits_class_token_models(device: str | torch.device = "cpu", progress: Progress = NullProgress()
+                                   ) -> tuple[ClassTokenVAR, object, dict]:
+    """(class-token VAR, VQ-VAE, info) for digits: shipped weights, else the cache, else fine-tune now."""
+    _, vqvae = load_digits_models()
+    fingerprint = base_vqvae_sha256()
+    if _shipped_matches(fingerprint):
+        source, info = weights_dir() / SHIPPED_FILE, {"weights": "shipped", "sidecar": SIDECAR}
+    else:
+        folder = cache_folder(fingerprint)
+        if not (folder / SHIPPED_FILE).is_file():
+            progress.log(f"hieramp: no shipped class-token weights match the digits VQ-VAE; fine-tuning once "
+                         f"(a few minutes on a CPU), cached in {folder}")
+            finetune_digits(folder, progress=progress)
+        source, info = folder / SHIPPED_FILE, {"weights": "cached", "path": str(folder / SHIPPED_FILE)}
+    model, vqvae, _ = load_class_token_var(source, vqvae, device=device, require_class_tokens=True)
+    info["base_vqvae_sha256"] = fingerprint
+    return model, vqvae, info
