@@ -1,0 +1,1 @@
+"""Generative backbones shared by methods: `var` (multi-scale VQ-VAE + next-scale transformer)."""

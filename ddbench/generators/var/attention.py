@@ -1,0 +1,98 @@
+"""VAR self-attention with an explicit KV cache and optional access to the attention logits.
+
+q and k are L2-normalised per head and q is multiplied by exp(min(scale_mul, log 100)), so the
+softmax scale is 1. Without a `logits_fn` the product runs through torch's
+scaled_dot_product_attention; with one, the logits (B, H, L_q, L_k) are formed explicitly, passed
+through `logits_fn` (to read them or add a bias on chosen key columns), then softmaxed.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, H, L_q, L_k) -> same shape
+
+MAX_SCALE_MUL = math.log(100.0)
+
+
+class KVCache:
+    """Keys and values (B, H, L, c) of the tokens seen so far by one attention layer."""
+
+    def __init__(self) -> None:
+        self.keys: Optional[torch.Tensor] = None
+        self.values: Optional[torch.Tensor] = None
+
+    def __len__(self) -> int:
+        return 0 if self.keys is None else self.keys.shape[2]
+
+    def reset(self) -> None:
+        self.keys = self.values = None
+
+    def extend(self, keys: torch.Tensor, values: torch.Tensor) -> None:
+        if self.keys is None:
+            self.keys, self.values = keys, values
+        else:
+            self.keys = torch.cat((self.keys, keys), dim=2)
+            self.values = torch.cat((self.values, values), dim=2)
+
+    def with_new(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached entries followed by the given ones, without storing the latter."""
+        if self.keys is None:
+            return keys, values
+        return torch.cat((self.keys, keys), dim=2), torch.cat((self.values, values), dim=2)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head attention with the release's parameters: mat_qkv (no bias), q_bias, v_bias, proj."""
+
+    def __init__(self, embed_dim: int, num_heads: int) -> None:
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
+        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, L, C) -> q, k, v each (B, H, L, c), with q and k normalised and q scaled."""
+        batch, length, _ = x.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x, self.mat_qkv.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        scale = self.scale_mul_1H11.clamp(max=MAX_SCALE_MUL).exp()
+        return F.normalize(query, dim=-1) * scale, F.normalize(key, dim=-1), value
+
+    def forward(self, x: torch.Tensor, attn_bias: Optional[torch.Tensor] = None, kv_cache: Optional[KVCache] = None,
+                cache_tokens: Optional[int] = None, logits_fn: Optional[LogitsFn] = None) -> torch.Tensor:
+        """Attend from x (B, L, C) to the cached keys followed by x's own keys.
+
+        attn_bias: additive mask broadcastable to (B, H, L, L_cache + L) (0 / -inf for masking).
+        cache_tokens: how many leading tokens of x are appended to `kv_cache` (default: all); the
+            rest (e.g. per-scale class tokens) are attended to in this call but never cached.
+        logits_fn: if given, called on the pre-softmax logits (B, H, L, L_k) including attn_bias;
+            its return value is softmaxed instead. Forces the explicit (non-SDPA) path.
+        """
+        batch, length, channels = x.shape
+        query, key, value = self.project_qkv(x)
+        if kv_cache is not None:
+            keep = length if cache_tokens is None else cache_tokens
+            all_keys, all_values = kv_cache.with_new(key, value)
+            kv_cache.extend(key[:, :, :keep], value[:, :, :keep])
+            key, value = all_keys, all_values
+        if logits_fn is None:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_bias, scale=1.0)
+        else:
+            logits = query @ key.transpose(-2, -1)  # (B, H, L_q, L_k)
+            if attn_bias is not None:
+                logits = logits + attn_bias
+            out = logits_fn(logits).softmax(dim=-1) @ value
+        return self.proj(out.transpose(1, 2).reshape(batch, length, channels))

@@ -1,0 +1,129 @@
+"""Class-conditional next-scale sampling with classifier-free guidance, top-k/top-p and a KV cache.
+
+`ScaleSampler` runs one scale at a time. Subclasses (HIERAMP) can override `scale_inputs` to append
+extra, never-cached tokens after a scale's tokens with their own mask, `logits_fns` to read or bias
+attention logits in chosen blocks, and `on_scale_hidden` to read the hidden states of a scale.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import torch
+
+from ddbench.generators.var.attention import LogitsFn
+from ddbench.generators.var.transformer import VARTransformer
+from ddbench.generators.var.vqvae import VQVAE
+
+
+def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
+    """Mask (to -inf) logits outside the top k, then outside the smallest set holding top_p mass.
+
+    logits: (..., V). top_k <= 0 or top_p <= 0 disables that filter. Returns a new tensor.
+    """
+    logits = logits.clone()
+    if top_k > 0:
+        kth_largest = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
+        logits.masked_fill_(logits < kth_largest, -torch.inf)
+    if top_p > 0:
+        ascending, order = logits.sort(dim=-1, descending=False)
+        drop_sorted = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
+        drop_sorted[..., -1:] = False  # always keep the most likely token
+        logits.masked_fill_(drop_sorted.scatter(-1, order, drop_sorted), -torch.inf)
+    return logits
+
+
+def sample_tokens(logits: torch.Tensor, top_k: int, top_p: float, generator: Optional[torch.Generator]) -> torch.Tensor:
+    """(B, l, V) logits -> (B, l) indices, drawn from softmax(filtered logits)."""
+    batch, length, vocab = logits.shape
+    probabilities = filter_top_k_top_p(logits, top_k, top_p).softmax(dim=-1).view(-1, vocab)
+    return torch.multinomial(probabilities, 1, generator=generator).view(batch, length)
+
+
+def guidance_weight(cfg: float, scale_index: int, num_scales: int) -> float:
+    """The linear CFG ramp: t = cfg * si / (S - 1); logits = (1 + t) cond - t uncond."""
+    return cfg * scale_index / (num_scales - 1)
+
+
+@dataclass
+class SamplingOptions:
+    cfg: float = 1.5
+    top_k: int = 900
+    top_p: float = 0.96
+    use_kv_cache: bool = True
+
+
+class ScaleSampler:
+    """Samples images for given labels; batches are doubled for CFG (conditional half first)."""
+
+    def __init__(self, transformer: VARTransformer, vqvae: VQVAE, options: SamplingOptions = SamplingOptions()) -> None:
+        self.transformer, self.vqvae, self.options = transformer, vqvae, options
+        if tuple(vqvae.patch_nums) != tuple(transformer.patch_nums):
+            raise ValueError(f"VQ-VAE scales {vqvae.patch_nums} differ from the transformer's {transformer.patch_nums}")
+
+    # ----- hooks for subclasses -----
+    def scale_inputs(self, scale_index: int, tokens: torch.Tensor) -> tuple[torch.Tensor, Optional[int], Optional[torch.Tensor]]:
+        """(x, cache_tokens, attn_bias) for the cached path; the base runs the scale's tokens as they are."""
+        return tokens, None, None
+
+    def logits_fns(self, scale_index: int) -> Optional[dict[int, LogitsFn]]:
+        return None
+
+    def on_scale_hidden(self, scale_index: int, hidden: torch.Tensor) -> None:
+        """Called with the last block's output (2B, l_x, C) of each scale (cached path)."""
+
+    # ----- the loop -----
+    @torch.no_grad()
+    def sample_indices(self, labels: torch.Tensor, generator: Optional[torch.Generator] = None) -> list[torch.Tensor]:
+        """Per-scale token indices (B, pn*pn) for class labels (B,)."""
+        model, quantizer, options = self.transformer, self.vqvae.quantize, self.options
+        batch, num_scales = labels.shape[0], len(model.patch_nums)
+        null = torch.full_like(labels, model.num_classes)
+        cond_BD = model.class_emb(torch.cat((labels, null)))  # (2B, C)
+        side = model.patch_nums[-1]
+        f_hat = cond_BD.new_zeros(batch, model.z_channels, side, side)
+        tokens = model.first_scale_tokens(cond_BD)  # (2B, first_l, C)
+        caches = model.new_kv_caches() if options.use_kv_cache else None
+        previous_tokens: list[torch.Tensor] = []  # the uncached path re-runs them every scale
+        indices: list[torch.Tensor] = []
+        for scale_index, pn in enumerate(model.patch_nums):
+            length = pn * pn
+            if options.use_kv_cache:
+                x, cache_tokens, attn_bias = self.scale_inputs(scale_index, tokens)
+                hidden = model.run_blocks(x, cond_BD, attn_bias=attn_bias, kv_caches=caches, cache_tokens=cache_tokens,
+                                          logits_fns=self.logits_fns(scale_index))
+                self.on_scale_hidden(scale_index, hidden)
+                hidden = hidden[:, :length]
+            else:
+                previous_tokens.append(tokens)
+                end = model.scale_ranges[scale_index][1]
+                prefix = torch.cat(previous_tokens, dim=1)
+                hidden = model.run_blocks(prefix, cond_BD, attn_bias=model.attn_bias_for_masking[:, :, :end, :end])
+                hidden = hidden[:, end - length:]
+            logits = model.logits(hidden, cond_BD)  # (2B, l, V)
+            t = guidance_weight(options.cfg, scale_index, num_scales)
+            logits = (1 + t) * logits[:batch] - t * logits[batch:]
+            scale_indices = sample_tokens(logits, options.top_k, options.top_p, generator)
+            indices.append(scale_indices)
+            f_hat = f_hat + quantizer.upsampled_contribution(scale_index, quantizer.embed_indices(scale_indices, pn), side)
+            if scale_index + 1 < num_scales:
+                next_input = quantizer.next_scale_input(f_hat, scale_index + 1)
+                tokens = model.scale_tokens(scale_index + 1, next_input).repeat(2, 1, 1)
+        return indices
+
+    @torch.no_grad()
+    def sample(self, labels: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1]."""
+        indices = self.sample_indices(labels, generator)
+        return self.vqvae.indices_to_image(indices).add(1).mul(0.5)
+
+
+def sample_images(transformer: VARTransformer, vqvae: VQVAE, labels: Sequence[int] | torch.Tensor, *,
+                  cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, generator: Optional[torch.Generator] = None,
+                  use_kv_cache: bool = True) -> torch.Tensor:
+    """Convenience wrapper: images (B, 3, H, W) in [0, 1] for the given class labels."""
+    device = next(transformer.parameters()).device
+    labels = torch.as_tensor(labels, dtype=torch.long, device=device)
+    options = SamplingOptions(cfg=cfg, top_k=top_k, top_p=top_p, use_kv_cache=use_kv_cache)
+    return ScaleSampler(transformer, vqvae, options).sample(labels, generator)
