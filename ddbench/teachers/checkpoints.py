@@ -59,6 +59,20 @@ def infer_small_input(state: dict[str, torch.Tensor], arch: str, input_size: int
     return input_size <= 64
 
 
+def match_layout(state: dict[str, torch.Tensor], model: nn.Module, source: str) -> dict[str, torch.Tensor]:
+    """Rename another library's keys to ddbench's when the two layouts hold the same tensors in
+    the same order with the same shapes (torchvision's MobileNet-V2 and EfficientNet-B0 against
+    timm's; ResNets already share names). Anything less than a full match is left alone, and
+    the accuracy check on val guards the result."""
+    target = model.state_dict()
+    if set(state) == set(target) or len(state) != len(target):
+        return state
+    pairs = list(zip(state.items(), target.items()))
+    if all(value.shape == expected.shape for (_, value), (_, expected) in pairs):
+        return {name: value for (_, value), (name, _) in pairs}
+    return state
+
+
 def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, input_size: int) -> nn.Module:
     """A model of `arch` with the checkpoint's weights, for a dataset of `num_classes` at `input_size` px."""
     payload = read_checkpoint(path)
@@ -77,6 +91,7 @@ def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int
             f"{path} has a {found_classes}-class classifier but the dataset has {num_classes} classes; "
             "use a teacher trained on this dataset (or `ddbench teacher train`)"
         )
+    state = match_layout(state, model, str(path))
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # size mismatches
@@ -84,6 +99,7 @@ def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int
     if result.missing_keys or result.unexpected_keys:
         raise CheckpointError(
             f"{path} does not fit ddbench's {arch}: missing {result.missing_keys[:4]}, unexpected "
-            f"{result.unexpected_keys[:4]}; ddbench reads timm-layout weights (torchvision ResNets share it)"
+            f"{result.unexpected_keys[:4]}; ddbench reads timm-layout weights, and torchvision ones whose "
+            "tensors line up with timm's in order and shape (ResNets, MobileNet-V2, EfficientNet-B0)"
         )
     return model

@@ -122,3 +122,19 @@ def test_class_names_are_part_of_the_cache_key(trained):
     renamed = Renamed()
     path = store.cache_path(renamed, "convnet3")  # another class order never reuses a cached teacher
     assert path != store.cache_path(ColourSquares(), "convnet3")
+
+
+def test_torchvision_mobilenet_v2_layout_loads_into_timm_layout(tmp_path):
+    import torchvision
+
+    from ddbench.teachers import load_teacher_checkpoint
+
+    torch.manual_seed(0)
+    reference = torchvision.models.mobilenet_v2(num_classes=4)
+    reference.features[0][0].stride = (1, 1)  # the small-input stem, as RDED's CIFAR models use
+    reference.eval()
+    path = tmp_path / "tv_mobilenet_v2.pth"
+    torch.save({"model": reference.state_dict()}, path)
+    loaded = load_teacher_checkpoint(path, "mobilenet_v2", 4, 8).eval()
+    images = torch.randn(2, 3, 8, 8)
+    torch.testing.assert_close(loaded(images), reference(images))
