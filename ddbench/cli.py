@@ -31,11 +31,9 @@ def _name_list(values: tuple[str, ...] | str) -> list[str]:
 
 
 def teacher_provider(teacher_ckpt: str | None = None):
-    """The installed teacher provider (cache -> checkpoint -> recipe), or None if unavailable."""
-    try:
-        from ddbench.teachers import make_teacher_provider
-    except ImportError:
-        return None
+    """Teachers come from the cache, a checkpoint (--teacher-ckpt), or the documented recipe."""
+    from ddbench.teachers import make_teacher_provider
+
     return make_teacher_provider(checkpoint=teacher_ckpt)
 
 
@@ -211,6 +209,17 @@ def fetch(name, root, variant, checksum, keep_archive):
     data_root = unpacked.parent if dataset_cls.preset_family == "cifar" else unpacked
     console.print(f"{name} is ready: use --data-root {data_root}")
 
+
+def _add_subsystem_commands() -> None:
+    """Command groups that live beside the subsystem they drive (teachers, generators, methods)."""
+    from ddbench.generators.var.commands import var_group
+    from ddbench.teachers.commands import teacher_group
+
+    main.add_command(teacher_group, "teacher")
+    main.add_command(var_group, "var")
+
+
+_add_subsystem_commands()
 
 if __name__ == "__main__":
     main()
