@@ -213,10 +213,12 @@ def fetch(name, root, variant, checksum, keep_archive):
 def _add_subsystem_commands() -> None:
     """Command groups that live beside the subsystem they drive (teachers, generators, methods)."""
     from ddbench.generators.var.commands import var_group
+    from ddbench.methods.hieramp.commands import hieramp_group
     from ddbench.teachers.commands import teacher_group
 
     main.add_command(teacher_group, "teacher")
     main.add_command(var_group, "var")
+    main.add_command(hieramp_group, "hieramp")
 
 
 _add_subsystem_commands()
