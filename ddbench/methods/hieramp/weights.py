@@ -15,13 +15,13 @@ import time
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from ddbench.core import paths
 from ddbench.core.distilled import sha256_file
 from ddbench.core.progress import NullProgress, Progress
-from ddbench.generators.var.configs import get_preset
 from ddbench.generators.var.shipped import SHIPPED_VAR, SHIPPED_VQVAE, load_digits_models, shipped_weights_dir
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
 from ddbench.methods.hieramp.model import ClassTokenVAR, load_class_token_var
@@ -51,18 +51,17 @@ def cache_folder(fingerprint: str) -> Path:
     return paths.cache_dir("hieramp") / "digits" / fingerprint[:16]
 
 
-def finetune_digits(out_dir: str | Path, *, config: FinetuneConfig = DIGITS_FINETUNE, device="cpu",
+def finetune_digits(out_dir: str | Path, *, config: Optional[FinetuneConfig] = None, device="cpu",
                     progress: Progress = NullProgress()) -> dict:
     """Fine-tune the shipped digits VAR with class tokens; writes the full-precision weights, the float16
     `digits_hieramp.pth` and its sidecar JSON into `out_dir` (resumable)."""
     from ddbench.core.registry import create_dataset
 
-    out_dir = Path(out_dir)
+    out_dir, config = Path(out_dir), config or DIGITS_FINETUNE
     base, vqvae = load_digits_models()
-    spec, preset = create_dataset("digits"), get_preset("digits")
+    spec = create_dataset("digits")
     started = time.time()
-    summary = finetune_class_tokens(base.state_dict(), vqvae, spec.split("train"), out_dir, resolution=preset.resolution,
-                                    config=config, val_set=spec.split("val"), device=device, progress=progress)
+    summary = finetune_class_tokens(base.state_dict(), vqvae, spec.split("train"), out_dir, config=config, val_set=spec.split("val"), device=device, progress=progress)
     if not summary["finished"]:
         return summary
     state = torch.load(out_dir / FINETUNED_WEIGHTS, map_location="cpu", weights_only=True)
