@@ -21,30 +21,59 @@ MAX_SCALE_MUL = math.log(100.0)
 
 
 class KVCache:
-    """Keys and values (B, H, L, c) of the tokens seen so far by one attention layer."""
+    """Keys and values (B, H, L, c) of the tokens seen so far by one attention layer.
 
-    def __init__(self) -> None:
-        self.keys: Optional[torch.Tensor] = None
-        self.values: Optional[torch.Tensor] = None
+    With a `capacity` (tokens), the entries live in one preallocated buffer written in place, so
+    sampling does not re-copy the whole prefix at every scale; it grows if a call needs more room.
+    """
+
+    def __init__(self, capacity: Optional[int] = None) -> None:
+        self.capacity = capacity
+        self._keys: Optional[torch.Tensor] = None
+        self._values: Optional[torch.Tensor] = None
+        self.length = 0
 
     def __len__(self) -> int:
-        return 0 if self.keys is None else self.keys.shape[2]
+        return self.length
+
+    @property
+    def keys(self) -> Optional[torch.Tensor]:
+        return None if self._keys is None else self._keys[:, :, : self.length]
+
+    @property
+    def values(self) -> Optional[torch.Tensor]:
+        return None if self._values is None else self._values[:, :, : self.length]
 
     def reset(self) -> None:
-        self.keys = self.values = None
+        self._keys = self._values = None
+        self.length = 0
 
-    def extend(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-        if self.keys is None:
-            self.keys, self.values = keys, values
-        else:
-            self.keys = torch.cat((self.keys, keys), dim=2)
-            self.values = torch.cat((self.values, values), dim=2)
+    def _ensure_room(self, keys: torch.Tensor, needed: int) -> None:
+        if self._keys is not None and self._keys.shape[2] >= needed:
+            return
+        size = max(needed, self.capacity or 0)
+        batch, heads, _, channels = keys.shape
+        grown_keys = keys.new_empty(batch, heads, size, channels)
+        grown_values = keys.new_empty(batch, heads, size, channels)
+        if self.length:
+            grown_keys[:, :, : self.length] = self._keys[:, :, : self.length]
+            grown_values[:, :, : self.length] = self._values[:, :, : self.length]
+        self._keys, self._values = grown_keys, grown_values
 
-    def with_new(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cached entries followed by the given ones, without storing the latter."""
-        if self.keys is None:
-            return keys, values
-        return torch.cat((self.keys, keys), dim=2), torch.cat((self.values, values), dim=2)
+    def attend_to(self, keys: torch.Tensor, values: torch.Tensor, keep: Optional[int] = None
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cached entries followed by the given ones; only the first `keep` (default all) stay cached.
+
+        The returned tensors are views valid until the next call.
+        """
+        new = keys.shape[2]
+        end = self.length + new
+        self._ensure_room(keys, end)
+        self._keys[:, :, self.length:end] = keys
+        self._values[:, :, self.length:end] = values
+        all_keys, all_values = self._keys[:, :, :end], self._values[:, :, :end]
+        self.length += new if keep is None else keep
+        return all_keys, all_values
 
 
 class SelfAttention(nn.Module):
@@ -84,10 +113,7 @@ class SelfAttention(nn.Module):
         batch, length, channels = x.shape
         query, key, value = self.project_qkv(x)
         if kv_cache is not None:
-            keep = length if cache_tokens is None else cache_tokens
-            all_keys, all_values = kv_cache.with_new(key, value)
-            kv_cache.extend(key[:, :, :keep], value[:, :, :keep])
-            key, value = all_keys, all_values
+            key, value = kv_cache.attend_to(key, value, keep=cache_tokens)
         if logits_fn is None:
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_bias, scale=1.0)
         else:

@@ -115,7 +115,7 @@ PRESETS: dict[str, VARPreset] = {
     "woof": _small(
         "woof", "woof", 64, RELEASE_PATCH_NUMS,
         vqvae=dict(vocab_size=4096, z_channels=32, ch=64, ch_mult=(1, 1, 2), num_res_blocks=2),
-        var=dict(depth=12, embed_dim=768, num_heads=12, num_classes=10),
+        var=dict(depth=8, embed_dim=512, num_heads=8, num_classes=10),
         vqvae_train=dict(steps=40000, batch_size=32, lr=2e-4, weight_decay=0.0, warmup_steps=500),
         var_train=dict(steps=60000, batch_size=32, lr=2e-4, warmup_steps=1000),
     ),
@@ -123,7 +123,7 @@ PRESETS: dict[str, VARPreset] = {
 
 # A narrow model on the release's 10-scale pyramid, for CPU speed benchmarks (untrained).
 BENCHMARK_VQVAE = VQVAEConfig(vocab_size=4096, z_channels=32, ch=32, ch_mult=(1, 2), num_res_blocks=1)
-BENCHMARK_VAR = VARConfig(depth=4, embed_dim=128, num_heads=2, num_classes=10)
+BENCHMARK_VAR = VARConfig(depth=8, embed_dim=128, num_heads=2, num_classes=10)
 
 
 def get_preset(name: str) -> VARPreset:

@@ -23,7 +23,7 @@ from ddbench.generators.var.training import VAR_WEIGHTS, VQVAE_WEIGHTS, train_va
 from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
 
-SHIPPED_VQVAE, SHIPPED_VAR, SIDECAR = "digits_vqvae.pth", "digits_var.pth", "digits.json"
+SHIPPED_VQVAE, SHIPPED_VAR, SIDECAR = "digits_vqvae.pt", "digits_var.pt", "digits.json"  # *.pt: package data
 REPRODUCE_COMMAND = "ddbench var reproduce-digits --out DIR"
 
 

@@ -38,13 +38,21 @@ def load_images(dataset, resolution: int, progress: Progress = NullProgress(), d
     with progress.task(description, total=len(dataset)) as bar:
         for index in range(len(dataset)):
             image, label = dataset[index]
-            image = image.convert("RGB")
-            if image.size != (resolution, resolution):
-                image = image.resize((resolution, resolution), Image.BICUBIC)
+            image = square_resize(image.convert("RGB"), resolution)
             images[index] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
             labels[index] = int(label)
             bar.advance()
     return images, labels
+
+
+def square_resize(image: Image.Image, resolution: int) -> Image.Image:
+    """Centre-crop to a square, then resize (bicubic) to resolution x resolution."""
+    width, height = image.size
+    if width != height:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    return image if image.size == (resolution, resolution) else image.resize((resolution, resolution), Image.BICUBIC)
 
 
 def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:

@@ -183,5 +183,6 @@ class VARTransformer(nn.Module):
         hidden = self.run_blocks(x, cond_BD, attn_bias=self.attn_bias_for_masking)
         return self.logits(hidden, cond_BD)
 
-    def new_kv_caches(self) -> list[KVCache]:
-        return [KVCache() for _ in self.blocks]
+    def new_kv_caches(self, extra_tokens: int = 0) -> list[KVCache]:
+        """One cache per block, preallocated for the pyramid plus `extra_tokens` per call (e.g. class tokens)."""
+        return [KVCache(capacity=self.total_tokens + extra_tokens) for _ in self.blocks]
