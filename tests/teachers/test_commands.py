@@ -1,0 +1,18 @@
+"""`ddbench teacher`: wired into the CLI, lists an empty cache, rejects recipe typos."""
+
+from __future__ import annotations
+
+from click.testing import CliRunner
+
+from ddbench.cli import main
+
+
+def test_teacher_ls_on_empty_cache(isolated_home):
+    result = CliRunner().invoke(main, ["teacher", "ls"])
+    assert result.exit_code == 0 and "no cached teachers" in result.output
+
+
+def test_teacher_train_rejects_unknown_recipe_key():
+    result = CliRunner().invoke(main, ["teacher", "train", "--dataset", "digits", "--arch", "resnet18", "--set", "lrr=1"])
+    assert result.exit_code != 0
+    assert "did you mean 'lr'" in result.output
