@@ -66,7 +66,7 @@ def evaluation_options(function):
     """Options shared by `run` and `eval`."""
     decorators = [
         click.option("--data-root", type=click.Path(), default=None, help="Folder of the real dataset (not needed for digits)."),
-        click.option("--evaluator", "evaluators", multiple=True, default=("hard_label",), show_default=True,
+        click.option("--evaluator", "evaluators", multiple=True, default=("rded",), show_default=True,
                      help="Evaluation protocol(s); repeat or comma-separate."),
         click.option("--students", default="resnet18", show_default=True, help="Student architectures, comma-separated."),
         click.option("--teachers", default="resnet18", show_default=True, help="Teacher architectures for soft-label evaluators."),

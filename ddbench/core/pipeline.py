@@ -93,7 +93,7 @@ class RunRequest:
     data_root: str | None = None
     seeds: Sequence[int] = (0,)
     distill_seed: int = 0
-    evaluators: Sequence[str] = ("hard_label",)
+    evaluators: Sequence[str] = ("rded",)
     students: Sequence[str] = ("resnet18",)
     teachers: Sequence[str] = ("resnet18",)
     overrides: Mapping[str, str] = field(default_factory=dict)

@@ -33,7 +33,8 @@ def test_eval_of_a_folder_made_elsewhere(cli, tmp_path):
         folder = tmp_path / "theirs" / str(digit)
         folder.mkdir(parents=True)
         Image.new("RGB", (16, 16), (digit * 20, 0, 0)).save(folder / "a.png")
-    result = cli("eval", str(tmp_path / "theirs"), "--dataset", "digits", "--set", "epochs=1", "--device", "cpu")
+    result = cli("eval", str(tmp_path / "theirs"), "--dataset", "digits", "--evaluator", "hard_label",
+                 "--set", "epochs=1", "--device", "cpu")
     assert result.exit_code == 0, result.output
     (record,) = json.loads(cli("leaderboard", "--format", "json").output)
     assert record["method"] == "external"
