@@ -2,7 +2,7 @@
 
 For each image: `<stem>_maps.npz` (raw maps, `scale_<n>` -> (pn, pn) float32), `<stem>_scale<n>.png`
 (each map as a heat image) and `<stem>_overlay.png` (the image, then the image under each scale's
-map, left to right, coarse to fine). Maps are those of the conditional CFG half.
+map, left to right, coarse to fine, single-token scales left out). Maps are those of the conditional CFG half.
 """
 
 from __future__ import annotations
@@ -49,6 +49,8 @@ def save_saliency_maps(folder: Path, stem: str, image: Image.Image, maps: dict[i
         map_path = folder / f"{stem}_scale{scale_index}.png"
         Image.fromarray(heat).resize((side, side), Image.NEAREST).save(map_path)
         written.append(map_path)
+        if pn == 1:
+            continue  # a single token: the map is trivially uniform, left out of the overlay strip
         smooth = F.interpolate(grid[None, None].float(), size=(side, side), mode="bilinear", align_corners=False)[0, 0]
         blended = (1 - alpha) * base + alpha * heat_colours(normalised(smooth)).astype(np.float32)
         tiles.append(blended.round().clip(0, 255).astype(np.uint8))
