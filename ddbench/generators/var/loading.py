@@ -35,7 +35,8 @@ def release_manifest() -> dict[str, Any]:
 
 # ----- reading a source -----
 def _looks_like_hub_id(text: str) -> bool:
-    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w.-]+)?", text)) and not Path(text).exists()
+    """`owner/repo/file` or `owner/repo:file` that is not an existing local path."""
+    return bool(re.fullmatch(r"[\w.-]+/[\w.-]+[/:][\w.-]+", text)) and not Path(text).exists()
 
 
 def _download_from_hub(hub_id: str) -> Path:

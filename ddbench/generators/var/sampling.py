@@ -57,6 +57,8 @@ class SamplingOptions:
 class ScaleSampler:
     """Samples images for given labels; batches are doubled for CFG (conditional half first)."""
 
+    extra_cache_room = 16  # room in each preallocated KV cache for tokens a subclass appends per scale
+
     def __init__(self, transformer: VARTransformer, vqvae: VQVAE, options: SamplingOptions = SamplingOptions()) -> None:
         self.transformer, self.vqvae, self.options = transformer, vqvae, options
         if tuple(vqvae.patch_nums) != tuple(transformer.patch_nums):
@@ -84,7 +86,7 @@ class ScaleSampler:
         side = model.patch_nums[-1]
         f_hat = cond_BD.new_zeros(batch, model.z_channels, side, side)
         tokens = model.first_scale_tokens(cond_BD)  # (2B, first_l, C)
-        caches = model.new_kv_caches() if options.use_kv_cache else None
+        caches = model.new_kv_caches(self.extra_cache_room) if options.use_kv_cache else None
         previous_tokens: list[torch.Tensor] = []  # the uncached path re-runs them every scale
         indices: list[torch.Tensor] = []
         for scale_index, pn in enumerate(model.patch_nums):

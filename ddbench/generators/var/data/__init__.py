@@ -1,0 +1,1 @@
+"""Data files of the VAR generator (the release key/shape manifest)."""
