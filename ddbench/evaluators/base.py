@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +20,7 @@ from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
 from ddbench.core.interfaces import EvalResult, EvalTask, Evaluator
 from ddbench.training import (
+    ResumePoint,
     TrainingHistory,
     TrainingRecipe,
     build_seeded_model,
@@ -43,6 +46,8 @@ class StudentEvalConfig:
     amp: bool = True
     #: the leaderboard metric: top1_final (no selection on val) or top1_best (the protocol's)
     primary_metric: str = "top1_final"
+    #: with EvalTask.workdir set, save the training state every this many epochs (0: never)
+    resume_every: int = 10
 
 
 class StudentTrainingEvaluator(Evaluator, abc.ABC):
@@ -79,6 +84,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
         train_set = load_tensor_set(distilled.dataset(), square_resize(resolution), f"distilled set {distilled.root}")
         val_set = load_validation_set(dataset, resolution)
         validate_after = validation_epochs(config.epochs, config.validate_last_fraction, config.validate_every)
+        resume = self.resume_point(distilled, task, recipe)
         student = build_seeded_model(task.student, dataset.num_classes, resolution, task.seed, "student-init")
         _, history = train_classifier(
             student,
@@ -96,6 +102,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
             progress=task.progress,
             description=f"{self.name}: {task.student} seed {task.seed}",
             purpose=f"{self.name}/student",
+            resume=resume,
         )
         metrics = {**summarise_validations(history), **self.extra_metrics(task)}
         if config.primary_metric not in metrics:
@@ -117,6 +124,21 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
             **self.extra_details(task),
         }
         return EvalResult(metrics=metrics, primary=config.primary_metric, details=details)
+
+
+    def resume_point(self, distilled: DistilledSet, task: EvalTask, recipe: TrainingRecipe) -> ResumePoint | None:
+        """A state file unique to (evaluator config, recipe, distilled images, student, seed, teacher)."""
+        if task.workdir is None or self.config.resume_every <= 0:
+            return None
+        identity = {
+            "config": config_to_dict(self.config),
+            "recipe": config_to_dict(recipe),
+            "distilled": distilled.content_hash,
+            "teacher": task.teacher.checkpoint_sha256 if task.teacher else None,
+        }
+        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+        path = task.workdir / f"{self.name}-{task.student}-seed{task.seed}-{key}.state.pt"
+        return ResumePoint(path, self.config.resume_every)
 
 
 def summarise_validations(history: TrainingHistory) -> dict[str, float]:

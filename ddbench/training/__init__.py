@@ -3,7 +3,7 @@ flip, ShufflePatches, CutMix), optimiser groups, per-epoch schedules, objectives
 
 from ddbench.training.augment import CutMix, MixedBatch, TrainAugment, shuffle_patches
 from ddbench.training.data import TensorImageSet, load_tensor_set, load_validation_set, square_resize, validation_transform
-from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model, validation_epochs
+from ddbench.training.loop import ResumePoint, TrainingHistory, evaluate_top1, train_model, validation_epochs
 from ddbench.training.objectives import HardLabelObjective, TeacherSoftLabelObjective, soft_label_kl
 from ddbench.training.recipe import TrainingRecipe, build_seeded_model, train_classifier
 from ddbench.training.optim import build_optimizer, decay_param_groups
@@ -14,6 +14,7 @@ __all__ = [
     "CutMix",
     "HardLabelObjective",
     "MixedBatch",
+    "ResumePoint",
     "TeacherSoftLabelObjective",
     "TensorImageSet",
     "TrainAugment",

@@ -7,8 +7,11 @@ epochs listed in `validate_after`. Evaluators differ only in the parts they pass
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -34,6 +37,44 @@ class TrainingHistory:
     @property
     def train_images_per_second(self) -> float:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
+
+
+@dataclass
+class ResumePoint:
+    """Where a long training saves its state every `every` epochs, so an interrupted evaluation
+    resumes at the last saved epoch and, all draws being seeded, ends exactly as if uninterrupted."""
+
+    path: Path
+    every: int = 10
+
+
+def _save_state(resume: ResumePoint, epoch: int, model, optimizer, scheduler, generator, mix_rng, history) -> None:
+    state = {
+        "epoch": epoch,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "mix_rng": mix_rng.bit_generator.state,
+        "history": dataclasses.asdict(history),
+    }
+    resume.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = resume.path.with_name(resume.path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, resume.path)
+
+
+def _load_state(resume: ResumePoint, model, optimizer, scheduler, generator, mix_rng) -> tuple[int, TrainingHistory]:
+    """Restore everything `_save_state` wrote; returns (first epoch to run, history so far)."""
+    state = torch.load(resume.path, map_location="cpu", weights_only=False)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    mix_rng.bit_generator.state = state["mix_rng"]
+    history = TrainingHistory(**state["history"])
+    history.val_top1 = {int(k): v for k, v in history.val_top1.items()}
+    return state["epoch"] + 1, history
 
 
 def validation_epochs(epochs: int, last_fraction: float, every: int) -> list[int]:
@@ -93,16 +134,22 @@ def train_model(
     amp: bool = True,
     progress: Progress | None = None,
     description: str = "training",
+    resume: ResumePoint | None = None,
 ) -> TrainingHistory:
     """Train `model` in place; returns the history. `generator` drives batch order and
-    augmentation, `mix_rng` drives CutMix, so a seed fixes every draw."""
+    augmentation, `mix_rng` drives CutMix, so a seed fixes every draw. With `resume`, state is
+    saved every `resume.every` epochs and a saved state is picked up where it stopped."""
     progress = progress or NullProgress()
     history = TrainingHistory()
+    first_epoch = 0
+    if resume is not None and resume.path.exists():
+        first_epoch, history = _load_state(resume, model, optimizer, scheduler, generator, mix_rng)
     validate_after = set(validate_after)
     num_images = len(train_set)
     model.train()
     with progress.task(description, total=epochs) as bar:
-        for epoch in range(epochs):
+        bar.advance(first_epoch)
+        for epoch in range(first_epoch, epochs):
             started = time.perf_counter()
             order = torch.randperm(num_images, generator=generator)
             loss_sum, batches = torch.zeros((), device=device), 0
@@ -130,5 +177,9 @@ def train_model(
                 history.validation_seconds += time.perf_counter() - started
                 history.val_top1[epoch] = accuracy
                 bar.update(f"{description} (epoch {epoch + 1}: top-1 {accuracy:.1f}%)")
+            if resume is not None and (epoch + 1) % resume.every == 0 and epoch + 1 < epochs:
+                _save_state(resume, epoch, model, optimizer, scheduler, generator, mix_rng, history)
             bar.advance()
+    if resume is not None and resume.path.exists():
+        resume.path.unlink()  # finished: the result is what counts now
     return history

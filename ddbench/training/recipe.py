@@ -14,7 +14,7 @@ from ddbench.core.seeding import derive_seed, numpy_generator, torch_generator
 from ddbench.models import create_model, to_device
 from ddbench.training.augment import CutMix, TrainAugment
 from ddbench.training.data import TensorImageSet
-from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model
+from ddbench.training.loop import ResumePoint, TrainingHistory, evaluate_top1, train_model
 from ddbench.training.optim import build_optimizer
 from ddbench.training.schedule import build_epoch_scheduler
 
@@ -62,6 +62,7 @@ def train_classifier(
     progress: Progress | None = None,
     description: str = "training",
     purpose: str = "train",
+    resume: ResumePoint | None = None,
 ) -> tuple[nn.Module, TrainingHistory]:
     """Train `model` (moved to `device`) with `recipe`; every random draw derives from (seed, purpose)."""
     model = to_device(model, device)
@@ -100,5 +101,6 @@ def train_classifier(
         amp=amp,
         progress=progress,
         description=description,
+        resume=resume,
     )
     return model, history

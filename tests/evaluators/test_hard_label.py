@@ -46,3 +46,41 @@ def test_digits_preset_is_cheap_and_complete():
     preset = HardLabelEvaluator.presets["digits"]
     config = resolve_config(HardLabelEvaluator.Config, preset)
     assert config.epochs <= 30 and config.batch_size <= 64
+
+
+def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
+    dataset = ColourSquares()
+    distilled = write_distilled(dataset, tmp_path / "set")
+    config = resolve_config(HardLabelEvaluator.Config, {**FAST, "resume_every": 2})
+    uninterrupted = HardLabelEvaluator(config).evaluate(
+        distilled, EvalTask(dataset, "convnet3", 0, torch.device("cpu"), workdir=tmp_path / "a")
+    )
+    assert not list((tmp_path / "a").glob("*.state.pt"))  # removed once finished
+
+    calls = {"n": 0}
+    real_step = torch.optim.SGD.step
+
+    def step_then_stop(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] > 5:  # 2 batches per epoch: dies in epoch 3, after the save at the end of epoch 2
+            raise KeyboardInterrupt
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_then_stop)
+    task = EvalTask(dataset, "convnet3", 0, torch.device("cpu"), workdir=tmp_path / "b")
+    try:
+        HardLabelEvaluator(config).evaluate(distilled, task)
+    except KeyboardInterrupt:
+        pass
+    assert len(list((tmp_path / "b").glob("*.state.pt"))) == 1
+    resumed_steps = {"n": 0}
+
+    def counting_step(self, *args, **kwargs):
+        resumed_steps["n"] += 1
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.SGD, "step", counting_step)
+    resumed = HardLabelEvaluator(config).evaluate(distilled, task)
+    assert resumed_steps["n"] == 8  # epochs 3-6 only, 2 batches each
+    assert resumed.details["epoch_losses"] == uninterrupted.details["epoch_losses"]
+    assert resumed.metrics == uninterrupted.metrics
