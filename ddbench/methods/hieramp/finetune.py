@@ -52,21 +52,32 @@ class FinetuneConfig:
 
 @torch.no_grad()
 def class_head_accuracy(model: ClassTokenVAR, vqvae: VQVAE, images_uint8: torch.Tensor, labels: torch.Tensor,
-                        batch_size: int = 256) -> dict[str, float]:
-    """Teacher-forced class-head top-1 on real images: mean over scales, and per scale."""
+                        batch_size: int = 256) -> dict:
+    """Teacher-forced class-head top-1 on real images, per scale and averaged over scales.
+
+    `unconditional` runs the transformer with the null class, so the head must read the image
+    tokens (the meaningful figure); `conditional` gives it the true label through AdaLN and the
+    start token, as in training, where scale 0 trivially reads the label.
+    """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     token_indices = encode_dataset(vqvae, images_uint8, device, batch_size)
-    correct = torch.zeros(len(model.patch_nums))
+    correct = {"unconditional": torch.zeros(len(model.patch_nums)), "conditional": torch.zeros(len(model.patch_nums))}
     for start in range(0, len(labels), batch_size):
         batch = [scale[start:start + batch_size].to(device) for scale in token_indices]
         batch_labels = labels[start:start + batch_size].to(device)
-        _, class_logits = model.forward_with_class_logits(batch_labels, vqvae.quantize.teacher_forcing_input(batch))
-        correct += (class_logits.argmax(-1) == batch_labels[:, None]).float().sum(0).cpu()
+        teacher_input = vqvae.quantize.teacher_forcing_input(batch)
+        for mode, cond_labels in (("conditional", batch_labels),
+                                  ("unconditional", torch.full_like(batch_labels, model.num_classes))):
+            _, class_logits = model.forward_with_class_logits(cond_labels, teacher_input)
+            correct[mode] += (class_logits.argmax(-1) == batch_labels[:, None]).float().sum(0).cpu()
     model.train(was_training)
-    per_scale = (correct / len(labels)).tolist()
-    return {"mean": sum(per_scale) / len(per_scale), "per_scale": [round(a, 4) for a in per_scale]}
+    summary = {}
+    for mode, counts in correct.items():
+        per_scale = (counts / len(labels)).tolist()
+        summary[mode] = {"mean": round(sum(per_scale) / len(per_scale), 4), "per_scale": [round(a, 4) for a in per_scale]}
+    return summary
 
 
 def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_dir: str | Path, *,

@@ -2,7 +2,16 @@
 
 Full size (ImageNet-like, CIFAR, and any other family): the released settings cfg 4, top_k 900,
 top_p 0.95. Digits (vocabulary 256, 6 scales): top_k 56 keeps the same share of the vocabulary as
-900 of 4096 (22%); cfg and top_p are the released values (see the report in `weights/` for the sweep).
+900 of 4096 (22%); cfg 4 and top_p 0.95 stay the released values. A sweep (10 images per class,
+seed 0; fidelity = share of images a logistic-regression digit reader, 96.6% on real val, reads as
+the intended class; diversity = mean within-class pixel distance relative to the real train split's)
+found no setting better for all three methods, so the released values stand:
+    cfg, top_k        var fid/div   var-cls fid/div   hieramp fid/div
+    4.0, 56           1.00 / .54    .96 / .60         .97 / .61
+    1.5, 56           1.00 / .60    1.00 / .58        .98 / .61
+    2.5, 56           1.00 / .55    1.00 / .52        1.00 / .58
+    4.0, 256 (off)    .98 / .56     .96 / .60         .96 / .60
+(a preliminary digits VAR at 400 of its 2000 steps, fine-tuned 5 epochs with class tokens).
 """
 
 from __future__ import annotations
