@@ -204,7 +204,8 @@ class EvalTask:
     device: torch.device
     teacher: Teacher | None = None
     progress: Progress = field(default_factory=NullProgress)
-    workdir: Path | None = None  # for resumable checkpoints of long trainings
+    #: where a long training may keep resumable state; file names must be unique to what they train
+    workdir: Path | None = None
 
 
 @dataclass

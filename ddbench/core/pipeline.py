@@ -203,7 +203,8 @@ def evaluate(
                 teacher = teachers.get(dataset, arch, f"evaluator {evaluator.name}") if arch else None
                 seed_everything(seed)
                 started = time.perf_counter()
-                task = EvalTask(dataset=dataset, student=student, seed=seed, device=device, teacher=teacher, progress=progress)
+                task = EvalTask(dataset=dataset, student=student, seed=seed, device=device, teacher=teacher, progress=progress,
+                                workdir=paths.cache_dir("eval-state"))
                 result = evaluator.evaluate(distilled, task)
                 row = ResultRow(
                     run_id=run_id,
