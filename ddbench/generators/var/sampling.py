@@ -20,17 +20,25 @@ from ddbench.generators.var.vqvae import VQVAE
 def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0) -> torch.Tensor:
     """Mask (to -inf) logits outside the top k, then outside the smallest set holding top_p mass.
 
-    logits: (..., V). top_k <= 0 or top_p <= 0 disables that filter. Returns a new tensor.
+    logits: (..., V). top_k <= 0 or top_p <= 0 disables that filter. Returns a new tensor. A token is
+    dropped by top-p when the mass of the tokens at most as likely as it is <= 1 - top_p (the release's
+    rule); the most likely token always stays. After top-k only the k survivors are sorted.
     """
     logits = logits.clone()
-    if top_k > 0:
-        kth_largest = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[..., -1:]
-        logits.masked_fill_(logits < kth_largest, -torch.inf)
+    vocab = logits.shape[-1]
+    candidates = None
+    if 0 < top_k < vocab:
+        values, order = logits.topk(top_k, dim=-1)  # descending
+        logits.masked_fill_(logits < values[..., -1:], -torch.inf)
+        if top_p > 0 and not bool((logits.isfinite().sum(-1) > top_k).any()):  # no ties at the k-th value
+            candidates = values, order
     if top_p > 0:
-        ascending, order = logits.sort(dim=-1, descending=False)
-        drop_sorted = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - top_p)
-        drop_sorted[..., -1:] = False  # always keep the most likely token
-        logits.masked_fill_(drop_sorted.scatter(-1, order, drop_sorted), -torch.inf)
+        values, order = candidates if candidates is not None else logits.sort(dim=-1, descending=True)
+        probabilities = values.softmax(dim=-1)
+        mass_at_most_as_likely = 1 - (probabilities.cumsum(dim=-1) - probabilities)
+        drop = mass_at_most_as_likely <= (1 - top_p)
+        drop[..., 0] = False  # always keep the most likely token
+        logits.scatter_(-1, order, values.masked_fill(drop, -torch.inf))
     return logits
 
 
