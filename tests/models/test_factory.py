@@ -71,3 +71,12 @@ def test_load_model_rejects_foreign_file(tmp_path):
     torch.save({"model": {}}, path)
     with pytest.raises(CheckpointError, match="not a ddbench model checkpoint"):
         load_model(path)
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "efficientnet_b0"])
+def test_new_heads_start_with_small_logits(arch):
+    """timm's default head init starts these archs at logit std ~4, which stalls training from scratch."""
+    torch.manual_seed(0)
+    model = create_model(arch, 10, 8)
+    assert model.get_classifier().weight.std() < 0.02
+    assert model(torch.randn(8, 3, 8, 8)).std() < 1.0
