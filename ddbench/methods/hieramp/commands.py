@@ -31,7 +31,7 @@ def hieramp_group() -> None:
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, batch_size, lr, seed, device):
     """Fine-tune with class tokens (token CE + class CE); resumes from OUT/hieramp_last.ckpt; writes
-    OUT/var_hieramp.pth (for digits also the float16 digits_hieramp.pth and its sidecar JSON)."""
+    OUT/var_hieramp.pth (for digits also the float16 digits_hieramp.pt and its sidecar JSON)."""
     from ddbench.core import paths
     from ddbench.core.device import resolve_device
     from ddbench.core.errors import ConfigError
@@ -43,7 +43,7 @@ def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, bat
     out_dir = Path(out) if out else paths.home() / "hieramp" / dataset
     progress, resolved_device = RichProgress(), resolve_device(device)
     if dataset == "digits" and from_ckpt is None and vqvae_ckpt is None:
-        from ddbench.methods.hieramp.weights import finetune_digits
+        from ddbench.methods.hieramp.digits_weights import finetune_digits
 
         summary = finetune_digits(out_dir, config=config, device=resolved_device, progress=progress)
     else:

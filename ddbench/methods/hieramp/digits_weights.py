@@ -26,7 +26,7 @@ from ddbench.generators.var.shipped import SHIPPED_VAR, SHIPPED_VQVAE, load_digi
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
 from ddbench.methods.hieramp.model import ClassTokenVAR, load_class_token_var
 
-SHIPPED_FILE, SIDECAR = "digits_hieramp.pth", "digits_hieramp.json"
+SHIPPED_FILE, SIDECAR = "digits_hieramp.pt", "digits_hieramp.json"  # *.pt: package data
 REPRODUCE_COMMAND = "ddbench hieramp finetune --dataset digits --out DIR"
 #: the recipe of the shipped file (paper: 5 epochs, whole backbone trainable)
 DIGITS_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=32, lr=5e-4, seed=0)
@@ -54,7 +54,7 @@ def cache_folder(fingerprint: str) -> Path:
 def finetune_digits(out_dir: str | Path, *, config: Optional[FinetuneConfig] = None, device="cpu",
                     progress: Progress = NullProgress()) -> dict:
     """Fine-tune the shipped digits VAR with class tokens; writes the full-precision weights, the float16
-    `digits_hieramp.pth` and its sidecar JSON into `out_dir` (resumable)."""
+    `digits_hieramp.pt` and its sidecar JSON into `out_dir` (resumable)."""
     from ddbench.core.registry import create_dataset
 
     out_dir, config = Path(out_dir), config or DIGITS_FINETUNE

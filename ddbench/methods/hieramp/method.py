@@ -89,7 +89,7 @@ class _VarFamily(Method):
             info = {"weights": "given", "var_ckpt": config.var_ckpt, "vqvae_ckpt": config.vqvae_ckpt}
         elif dataset.name == "digits":
             if self.uses_class_tokens:
-                from ddbench.methods.hieramp.weights import load_digits_class_token_models
+                from ddbench.methods.hieramp.digits_weights import load_digits_class_token_models
 
                 model, vqvae, info = load_digits_class_token_models(task.device, task.progress)
             else:

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ddbench.core import registry
 from ddbench.core.progress import RecordingProgress
-from ddbench.methods.hieramp import weights
+from ddbench.methods.hieramp import digits_weights as weights
 from ddbench.methods.hieramp.commands import hieramp_group
 from ddbench.methods.hieramp.finetune import FinetuneConfig
 from tests.methods.hieramp.helpers import tiny_plain
