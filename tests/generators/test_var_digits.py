@@ -52,3 +52,16 @@ def test_class_conditional_samples_are_recognised(digits, models):
     accuracy = float(np.mean(classifier.predict(grey) == labels.numpy()))
     print(f"\ndigits VAR samples recognised by a logistic regression on real digits: {accuracy:.1%} (chance 10%)")
     assert accuracy >= 0.6
+
+
+def test_sample_command_writes_a_class_by_sample_grid(tmp_path):
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from ddbench.generators.var.commands import var_group
+
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(var_group, ["sample", "--classes", "3,7", "--per-class", "3", "--out", str(out)],
+                                catch_exceptions=False)
+    assert result.exit_code == 0
+    assert Image.open(out).size == (3 * 16, 2 * 16)

@@ -47,3 +47,15 @@ def test_configs_are_inferred_from_release_shapes(depth):
     assert config.patch_nums == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
     vae = {key: torch.empty(shape, device="meta") for key, shape in MANIFEST["vae_ch160v4096z32"]["state_dict"].items()}
     assert infer_vqvae_config(vae) == VQVAEConfig()
+
+
+@pytest.mark.parametrize("name", ["digits", "cifar10", "woof"])
+def test_small_presets_have_coarse_to_fine_pyramids_on_their_latent_grid(name):
+    from ddbench.generators.var.configs import get_preset
+
+    preset = get_preset(name)
+    pyramid = preset.var.patch_nums
+    assert len(pyramid) >= 6 and list(pyramid) == sorted(set(pyramid)) and pyramid[0] == 1
+    assert pyramid[-1] * preset.vqvae.downsample == preset.resolution
+    model = build_var(preset.var, preset.vqvae, device="meta")
+    assert model.total_tokens == sum(side * side for side in pyramid)
