@@ -198,9 +198,12 @@ def create_model(
         builder = _timm_builder(name_override, _adapt_resnet_stem if arch.startswith("resnet") else _adapt_efficientnet_stem)
     try:
         model = builder(num_classes, input_size, adapt, timm_kwargs)
-    except (RuntimeError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - hub, network and state-dict errors all mean the same here
         if timm_kwargs.get("pretrained"):
-            raise CheckpointError(f"could not load pretrained weights for {arch}: {exc}") from exc
+            raise CheckpointError(
+                f"could not load pretrained weights for {arch}: {exc}. Set HF_HUB_OFFLINE=1 to fail fast "
+                "offline, download them once online, or pass a local file"
+            ) from exc
         raise
     spec = ModelSpec(arch=arch, num_classes=num_classes, input_size=input_size, small_input=adapt)
     model.ddbench_spec = spec
