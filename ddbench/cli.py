@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table as RichTable
 
 from ddbench.core import paths, registry
@@ -162,13 +163,13 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
             click.echo(text, nl=False)
         return
     for table in tables:
-        rich_table = RichTable(title=table.title)
+        rich_table = RichTable(title=escape(table.title))
         rich_table.add_column(table.row_label)
         for column in table.columns:
-            rich_table.add_column(column, justify="right")
+            rich_table.add_column(escape(column), justify="right")
         for row in table.rows:
             cells = [table.cells[(row, c)].render() if (row, c) in table.cells else "-" for c in table.columns]
-            rich_table.add_row(row, *cells)
+            rich_table.add_row(escape(row), *cells)  # names like "random [teacher resnet18]" are not markup
         console.print(rich_table)
 
 
@@ -180,7 +181,7 @@ def list_command(kind):
     table.add_column("name")
     table.add_column("provided by")
     for name, target in registry.describe(kind):
-        table.add_row(name, target)
+        table.add_row(escape(name), escape(target))
     console.print(table)
 
 

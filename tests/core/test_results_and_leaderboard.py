@@ -51,3 +51,10 @@ def test_grid_puts_teachers_against_students(tmp_path):
         (table,) = build_tables(store, grid=True)
     assert table.row_label == "teacher" and table.rows == ["mobilenet_v2", "resnet18"]
     assert table.columns == ["efficientnet_b0", "resnet18"] and "method hieramp" in table.title
+
+
+def test_cli_table_shows_teacher_names_literally(tmp_path, cli):
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        store.add(make_row("random", "resnet18", 0, 50.0, teacher="resnet18"))
+    result = cli("leaderboard", "--results", str(tmp_path / "r.sqlite"))
+    assert result.exit_code == 0 and "random [teacher resnet18]" in result.output
