@@ -71,7 +71,7 @@ def evaluation_options(function):
                      help="Evaluation protocol(s); repeat or comma-separate."),
         click.option("--students", default="resnet18", show_default=True, help="Student architectures, comma-separated."),
         click.option("--teachers", default="resnet18", show_default=True, help="Teacher architectures for soft-label evaluators."),
-        click.option("--teacher-ckpt", type=click.Path(), default=None, help="Use this teacher checkpoint instead of the cache."),
+        click.option("--teacher-ckpt", default=None, help="Teacher checkpoint: PATH, or arch=PATH,arch2=PATH2."),
         click.option("--seeds", default="0", show_default=True, help="Evaluation seeds, e.g. 0,1,2: one result row each."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Config override: method.KEY, evaluator.KEY, <evaluator>.KEY or a bare KEY."),
