@@ -101,10 +101,14 @@ def _print_rows(rows, skipped: int) -> None:
 @click.option("--ipc", type=int, required=True, help="Images per class.")
 @click.option("--distill-seed", type=int, default=0, show_default=True, help="Seed of the distillation itself.")
 @click.option("--out", type=click.Path(), default=None, help="Distilled-set folder (default $DDBENCH_HOME/runs/...).")
+@click.option("--save-saliency", is_flag=True, help="Methods with class tokens: write per-scale saliency maps to <run>/saliency/.")
 @evaluation_options
-def run(method, dataset, ipc, distill_seed, out, data_root, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
     """Distill, then evaluate every student for every seed; results go to the database."""
     from ddbench.core.pipeline import RunRequest, run as run_pipeline
+
+    if save_saliency:
+        overrides = (*overrides, "method.save_saliency=true")
 
     request = RunRequest(
         method=method, dataset=dataset, ipc=ipc, data_root=data_root, seeds=_int_list(seeds, "--seeds"),

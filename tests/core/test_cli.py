@@ -49,6 +49,7 @@ def test_eval_of_a_folder_made_elsewhere(cli, tmp_path):
         (["run", "--method", "random", "--dataset", "digits", "--ipc", "1", "--set", "epoks=1"], "did you mean 'epochs'"),
         (["run", "--method", "random", "--dataset", "digits", "--ipc", "1", "--seeds", "a,b"], "--seeds expects"),
         (["leaderboard", "--results", "/nonexistent/results.sqlite"], "no results database"),
+        (["run", "--method", "random", "--dataset", "digits", "--ipc", "1", "--save-saliency"], "has no key 'save_saliency'"),
     ],
 )
 def test_bad_input_is_one_clear_line(cli, args, message):

@@ -111,7 +111,7 @@ def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer
     return int(state["step"])
 
 
-def _train_loop(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: Path, config_dict: dict,
+def resumable_train_loop(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: Path, config_dict: dict,
                 loss_fn: Callable[[int], tuple[torch.Tensor, dict]], progress: Progress,
                 stop_after: Optional[int] = None) -> dict:
     """Shared optimisation loop: warm-up/cosine LR, grad clip, periodic atomic checkpoints, resume."""
@@ -163,7 +163,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
         reconstruction_loss = F.mse_loss(reconstruction, batch)
         return reconstruction_loss + vq_loss, {"reconstruction_loss": reconstruction_loss.detach(), "vq_loss": vq_loss.detach()}
 
-    summary = _train_loop("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary = resumable_train_loop("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"]:
         torch.save(model.state_dict(), out_dir / VQVAE_WEIGHTS)
         summary["val_psnr_db"] = evaluate_psnr(model, val_set, preset.resolution, device, progress)
@@ -220,7 +220,7 @@ def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: 
         accuracy = (logits.argmax(-1) == target).float().mean()
         return loss, {"token_loss": loss.detach(), "token_accuracy": accuracy}
 
-    summary = _train_loop("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary = resumable_train_loop("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"]:
         torch.save(model.state_dict(), out_dir / VAR_WEIGHTS)
     summary["parameters"] = sum(p.numel() for p in model.parameters())

@@ -19,7 +19,7 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.var.configs import TrainConfig
 from ddbench.generators.var.loading import Source
-from ddbench.generators.var.training import _train_loop, batch_indices, encode_dataset, load_images
+from ddbench.generators.var.training import resumable_train_loop, batch_indices, encode_dataset, load_images
 from ddbench.generators.var.vqvae import VQVAE
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
@@ -112,7 +112,7 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
         return class_token_loss(token_logits, class_logits, torch.cat(batch_tokens, dim=1), batch_labels,
                                 config.class_loss_weight)
 
-    summary = _train_loop(STAGE, model, train_config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary = resumable_train_loop(STAGE, model, train_config, out_dir, config_dict, loss_fn, progress, stop_after)
     summary.update(started_from_class_tokens=had_class_tokens, epochs=config.epochs, seed=config.seed,
                    parameters=sum(p.numel() for p in model.parameters()))
     if summary["finished"]:
