@@ -136,7 +136,7 @@ class DistilledSetWriter:
             raise DistilledSetError(f"{self.root}: classes {pending} were never written")
         self.manifest["complete"] = True
         _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
-        return DistilledSet.open(self.root)
+        return DistilledSet.open(self.root, verify=False)  # checksums were computed while writing
 
 
 @dataclass
