@@ -37,6 +37,7 @@ tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman wor
 class _Cifar(DatasetSpec):
     resolution = 32
     preset_family = "cifar"
+    teacher_recipe = "cifar"
     pickle_dir: ClassVar[str]
     pickle_files: ClassVar[dict[str, list[str]]]
     label_key: ClassVar[bytes]

@@ -36,6 +36,7 @@ def imagenet1k_classes() -> dict[str, str]:
 class _WnidFolders(DatasetSpec):
     resolution = 224
     preset_family = "imagenet"
+    teacher_recipe = "imagenet"
     wnids: ClassVar[list[str]]  # any order; sorted on use
     layout = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
 
@@ -54,8 +55,8 @@ class _WnidFolders(DatasetSpec):
         order = list(imagenet1k_classes())
         return [order.index(wnid) for wnid in self.class_names]
 
-    def __init__(self, root: str | Path | None = None):
-        super().__init__(root)
+    def __init__(self, root: str | Path | None = None, resolution: int | None = None):
+        super().__init__(root, resolution)
         self._samples: dict[str, list[tuple[Path, int]]] = {}  # listing a big tree once per split
 
     def split(self, name: str, transform: Callable | None = None) -> ImageFileDataset:
@@ -104,5 +105,6 @@ class ImageNet100(_WnidFolders):
 
 class ImageNet1K(_WnidFolders):
     name = "imagenet1k"
+    teacher_recipe = "imagenet1k"
     wnids = list(imagenet1k_classes())
     source = "image-net.org (ILSVRC-2012), with val/ sorted into class folders"
