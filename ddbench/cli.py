@@ -232,7 +232,7 @@ def fetch(name, root, variant, checksum, keep_archive):
         raise ConfigError(f"{name} has variants {', '.join(dataset_cls.archives)}, not {variant!r}")
     archive = dataset_cls.archives[variant]
     unpacked = fetch_archive(archive, root, checksum, RichProgress(err_console), keep_archive)
-    data_root = unpacked.parent if dataset_cls.preset_family == "cifar" else unpacked
+    data_root = dataset_cls.data_root_after_fetch(unpacked)
     console.print(f"{name} is ready: use --data-root {data_root}")
 
 

@@ -66,6 +66,11 @@ class DatasetSpec(abc.ABC):
             self.resolution = resolution
         self._fingerprint: dict[str, Any] | None = None
 
+    @classmethod
+    def data_root_after_fetch(cls, unpacked: Path) -> Path:
+        """The `--data-root` to use once `ddbench data fetch` unpacked an archive into `unpacked`."""
+        return unpacked
+
     @property
     @abc.abstractmethod
     def class_names(self) -> list[str]:

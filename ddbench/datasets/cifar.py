@@ -37,6 +37,11 @@ class _Cifar(DatasetSpec):
     label_key: ClassVar[bytes]
     classes: ClassVar[list[str]]
 
+    @classmethod
+    def data_root_after_fetch(cls, unpacked: Path) -> Path:
+        """The pickle folder is found under the root, so the root is the folder above it."""
+        return unpacked.parent
+
     @property
     def class_names(self) -> list[str]:
         return list(self.classes)
