@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table as RichTable
 
-from ddbench.core import paths, registry
+from ddbench.core import distributed, paths, registry
 from ddbench.core.config import parse_overrides
 from ddbench.core.errors import ConfigError, DDBenchError
 from ddbench.core.rich_progress import RichProgress
@@ -63,11 +63,12 @@ class DDBenchGroup(click.Group):
 
     def invoke(self, ctx: click.Context):
         try:
-            return super().invoke(ctx)
+            with distributed.session():  # under torchrun: join the group; a failure stops every rank
+                return super().invoke(ctx)
         except DDBenchError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(distributed.process_label())}{exc}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted:[/yellow] finished classes and evaluations are kept; rerun the same command to resume")
@@ -100,6 +101,9 @@ def evaluation_options(function):
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite)."),
         click.option("--force", is_flag=True, help="Redo evaluations already in the results database."),
+        click.option("--dist-mode", type=click.Choice(["jobs", "ddp"]), default="jobs", show_default=True,
+                     help="Under torchrun: give each process whole evaluation jobs (jobs), or train every job on "
+                          "all processes with DistributedDataParallel (ddp)."),
     ]
     for decorator in reversed(decorators):
         function = decorator(function)
@@ -125,7 +129,7 @@ def _print_rows(rows, skipped: int) -> None:
 @click.option("--out", type=click.Path(), default=None, help="Distilled-set folder (default $DDBENCH_HOME/runs/...).")
 @click.option("--save-saliency", is_flag=True, help="Methods with class tokens: write per-scale saliency maps to <run>/saliency/.")
 @evaluation_options
-def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force, dist_mode):
     """Distill, then evaluate every student for every seed; results go to the database."""
     from ddbench.core.pipeline import RunRequest, run as run_pipeline
 
@@ -136,7 +140,7 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
         method=method, dataset=dataset, ipc=ipc, data_root=data_root, resolution=resolution, seeds=_int_list(seeds, "--seeds"),
         distill_seed=distill_seed, evaluators=_name_list(evaluators), students=_name_list(students),
         teachers=_name_list(teachers), overrides=parse_overrides(overrides), device=device, out_dir=out,
-        results_path=results, force=force,
+        results_path=results, force=force, dist_mode=dist_mode,
     )
     summary = run_pipeline(request, teacher_provider(teacher_ckpt), RichProgress(err_console))
     console.print(f"distilled set: {summary.distilled.root} ({summary.distill_time_s:.1f} s)")
@@ -148,14 +152,14 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
 @click.argument("folder", type=click.Path())
 @click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
 @evaluation_options
-def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force, dist_mode):
     """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
     from ddbench.core.pipeline import evaluate_folder
 
     rows, skipped = evaluate_folder(
         folder, dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
         _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results, teacher_provider(teacher_ckpt),
-        RichProgress(err_console), force, resolution,
+        RichProgress(err_console), force, resolution, dist_mode,
     )
     _print_rows(rows, skipped)
 

@@ -6,11 +6,15 @@ import contextlib
 
 import torch
 
+from ddbench.core import distributed
 from ddbench.core.errors import ConfigError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when available; `cuda` without a GPU is an error, not a silent fallback."""
+    """`auto` picks CUDA when available; `cuda` without a GPU is an error, not a silent fallback.
+    Under torchrun each process takes the GPU of its local rank (`distributed.device_for`)."""
+    if distributed.world_size() > 1:
+        return distributed.device_for(name)
     name = (name or "auto").lower()
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

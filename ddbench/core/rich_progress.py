@@ -8,6 +8,9 @@ from typing import Iterator
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from ddbench.core import distributed
+from ddbench.core.progress import NullProgress
+
 
 class _RichTask:
     def __init__(self, progress: Progress, task_id: int):
@@ -21,10 +24,12 @@ class _RichTask:
 
 
 class RichProgress:
-    """Nested bars for long work; finished bars disappear so only the current work shows."""
+    """Nested bars for long work; finished bars disappear so only the current work shows. Under
+    torchrun only rank 0 draws (the other ranks' bars would overwrite each other)."""
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console(stderr=True)
+        self._quiet = NullProgress() if not distributed.is_main() else None
         self._progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
@@ -33,6 +38,10 @@ class RichProgress:
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[_RichTask]:
+        if self._quiet is not None:
+            with self._quiet.task(description, total) as task:
+                yield task
+            return
         if self._depth == 0:
             self._progress.start()
         self._depth += 1
@@ -46,4 +55,5 @@ class RichProgress:
                 self._progress.stop()
 
     def log(self, message: str) -> None:
-        self.console.print(f"[dim]{message}[/dim]")
+        if self._quiet is None:
+            self.console.print(f"[dim]{message}[/dim]")
