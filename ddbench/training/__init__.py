@@ -1,7 +1,8 @@
 """THE training base: in-memory image sets, batch augmentations (RandomResizedCrop, flip,
 ShufflePatches, CutMix), parameter groups, schedules (per epoch and warm-up + cosine per step),
 EMA, mixed precision, atomic checkpoints with exact resume, the epoch loop for classifiers
-(`train_model`, students and teachers) and the step loop for generators (`fit`)."""
+(`train_model`, students and teachers) and the step loop for generators (`fit`), both of which
+run as DistributedDataParallel under torchrun (`training.parallel`)."""
 
 from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, TrainAugment, shuffle_patches
@@ -19,6 +20,7 @@ from ddbench.training.ema import ExponentialMovingAverage
 from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model, validation_epochs
 from ddbench.training.objectives import HardLabelObjective, TeacherSoftLabelObjective, soft_label_kl
 from ddbench.training.optim import build_optimizer, decay_param_groups
+from ddbench.training.parallel import local_share, shard_key
 from ddbench.training.recipe import TrainingRecipe, build_seeded_model, train_classifier
 from ddbench.training.schedule import SCHEDULES, WarmupCosine, build_epoch_scheduler, constant_lr, quarter_cosine
 from ddbench.training.steps import FitResult, fit
@@ -50,9 +52,11 @@ __all__ = [
     "load_checkpoint",
     "load_tensor_set",
     "load_validation_set",
+    "local_share",
     "quarter_cosine",
     "sampled_batch",
     "save_atomic",
+    "shard_key",
     "shuffle_patches",
     "soft_label_kl",
     "square_resize",

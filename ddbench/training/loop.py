@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ddbench.core import distributed
 from ddbench.core.device import autocast
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
@@ -30,6 +31,13 @@ from ddbench.training.checkpoint import (
     save_atomic,
 )
 from ddbench.training.data import TensorImageSet
+from ddbench.training.parallel import (
+    check_same_start,
+    share_bounds,
+    share_weight,
+    synchronized_batchnorm,
+    wrap_data_parallel,
+)
 
 
 @dataclass
@@ -96,18 +104,24 @@ def evaluate_top1(
     batch_size: int = 256,
     amp: bool = True,
 ) -> float:
-    """Top-1 accuracy in percent of `model` on a uint8 tensor set (already resized and cropped)."""
+    """Top-1 accuracy in percent of `model` on a uint8 tensor set (already resized and cropped).
+    Under data-parallel training each rank counts its share of the set and the counts are summed."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(val_set), batch_size):
-        images = val_set.images[start : start + batch_size].to(device, non_blocking=True)
+    rank, world = distributed.data_parallel_world()
+    first, last = share_bounds(len(val_set), rank, world)
+    correct = torch.zeros((), dtype=torch.long)
+    for start in range(first, last, batch_size):
+        end = min(start + batch_size, last)
+        images = val_set.images[start:end].to(device, non_blocking=True)
         images = prepare_inputs(normalize(images.float().div_(255), mean, std), device)
         with autocast(device, amp):
             logits = model(images)
-        correct += int((logits.argmax(1).cpu() == val_set.labels[start : start + batch_size]).sum())
+        correct += (logits.argmax(1).cpu() == val_set.labels[start:end]).sum()
     model.train(was_training)
-    return 100.0 * correct / len(val_set)
+    if world > 1:
+        correct = distributed.all_reduce_sum(correct.to(device)).cpu()
+    return 100.0 * int(correct) / len(val_set)
 
 
 def train_model(
@@ -134,18 +148,26 @@ def train_model(
     """Train `model` in place; returns the history. `generator` drives batch order and
     augmentation, `mix_rng` drives CutMix, so a seed fixes every draw. With `resume`, state is
     saved every `resume.every` epochs (atomically, see `training.checkpoint`) and a saved state is
-    picked up where it stopped."""
+    picked up where it stopped.
+
+    Under torchrun (outside `distributed.local_only`) this is DistributedDataParallel training of
+    the same global batch (`training.parallel`): every rank draws the global batch's order,
+    augmentation and CutMix from the same streams and trains on its share; rank 0 alone saves."""
     progress = progress or NullProgress()
     history = TrainingHistory()
     first_epoch = 0
     restored = _load_state(resume, model, optimizer, scheduler, generator, mix_rng) if resume is not None else None
     if restored is not None:
         first_epoch, history = restored
+    rank, world = distributed.data_parallel_world()
+    if world > 1:
+        check_same_start(first_epoch, resume.path if resume else None, "epochs")
     validate_after = set(validate_after)
     precision = Precision.from_flag(device, amp)
     num_images = len(train_set)
     model.train()
-    with progress.task(description, total=epochs) as bar:
+    with synchronized_batchnorm(model, device), progress.task(description, total=epochs) as bar:
+        net = wrap_data_parallel(model, device, broadcast_buffers=False) if world > 1 else model
         bar.advance(first_epoch)
         for epoch in range(first_epoch, epochs):
             started = time.perf_counter()
@@ -157,15 +179,21 @@ def train_model(
                 labels = train_set.labels[indices].to(device, non_blocking=True)
                 images = prepare_inputs(augment(images, generator), device)
                 batch = cutmix(images, labels, mix_rng) if cutmix is not None else MixedBatch(images, labels, labels, 1.0)
+                if world > 1:
+                    batch, weight = _rank_share(batch, rank, world)
                 with precision.autocast():
-                    logits = model(batch.images)
+                    logits = net(batch.images)
                 loss = objective(logits, batch)
+                if world > 1:
+                    loss = loss * weight
                 optimizer.zero_grad(set_to_none=True)
                 precision.backward_step(loss, optimizer)
                 loss_sum += loss.detach()
                 batches += 1
                 history.images_seen += len(indices)
             scheduler.step()
+            if world > 1:  # the global batches' mean losses, as one process would have logged them
+                loss_sum = distributed.all_reduce_sum(loss_sum) / world
             history.epoch_losses.append(float(loss_sum) / max(batches, 1))  # one sync per epoch
             history.train_seconds += time.perf_counter() - started
             if validate is not None and epoch in validate_after:
@@ -174,9 +202,22 @@ def train_model(
                 history.validation_seconds += time.perf_counter() - started
                 history.val_top1[epoch] = accuracy
                 bar.update(f"{description} (epoch {epoch + 1}: top-1 {accuracy:.1f}%)")
-            if resume is not None and (epoch + 1) % resume.every == 0 and epoch + 1 < epochs:
+            if resume is not None and (epoch + 1) % resume.every == 0 and epoch + 1 < epochs and distributed.is_writer():
                 _save_state(resume, epoch, model, optimizer, scheduler, generator, mix_rng, history)
             bar.advance()
-    if resume is not None and resume.path.exists():
+    if resume is not None and distributed.is_writer() and resume.path.exists():
         resume.path.unlink()  # finished: the result is what counts now
     return history
+
+
+def _rank_share(batch: MixedBatch, rank: int, world: int) -> tuple[MixedBatch, float]:
+    """This rank's contiguous share of a global batch and its loss weight (`training.parallel`).
+    A rank left without an example (a last batch smaller than the world) trains on one with weight 0."""
+    count = len(batch.labels)
+    start, end = share_bounds(count, rank, world)
+    weight = share_weight(count, rank, world)
+    if start == end:
+        start, end, weight = 0, 1, 0.0
+    share = MixedBatch(batch.images[start:end], batch.labels[start:end], batch.partner_labels[start:end], batch.lam)
+    return share, weight
+

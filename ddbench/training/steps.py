@@ -19,6 +19,7 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from ddbench.core import distributed
 from ddbench.core.errors import ConfigError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
@@ -33,6 +34,7 @@ from ddbench.training.checkpoint import (
     save_atomic,
 )
 from ddbench.training.ema import ExponentialMovingAverage
+from ddbench.training.parallel import check_same_start, synchronized_batchnorm, wrap_data_parallel
 from ddbench.training.schedule import constant_lr
 
 #: step_loss(step) -> (loss to minimise, metrics to report: detached scalar tensors)
@@ -81,7 +83,12 @@ def fit(
     """Train `model` in place for steps [resumed step, min(total_steps, stop_after)); returns what
     happened. The model is left in eval mode. `schedule(peak_lr, step)` sets each group's lr from
     its peak (the lr the group was built with); `grad_clip` clips the global norm of all of
-    `model`'s gradients. `on_epoch_end(epoch)` runs after the last step of each epoch."""
+    `model`'s gradients. `on_epoch_end(epoch)` runs after the last step of each epoch.
+
+    Under torchrun (outside `distributed.local_only`) `step_loss` runs as the forward of a
+    DistributedDataParallel module, so its gradients are averaged over the ranks: it must train on
+    this rank's share of the global batch (`training.local_share`). Per-step losses and the final
+    metrics are averaged over the ranks; only rank 0 writes checkpoints."""
     if total_steps < 1:
         raise ConfigError(f"total_steps must be at least 1, got {total_steps}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
@@ -109,8 +116,22 @@ def fit(
         restore_random_state(state["random"], random_sources)
         losses[:start] = state["losses"][:start].to(device)
         progress.log(f"resuming {description} from step {start} ({resume.path})")
+    rank, world = distributed.data_parallel_world()
+    if world > 1:
+        check_same_start(start, resume.path if resume is not None else None, "steps")
+    averaged_upto = start  # losses before this step are already averaged over the ranks
+
+    def average_losses(upto: int) -> None:
+        nonlocal averaged_upto
+        if world > 1 and upto > averaged_upto:
+            window = distributed.all_reduce_sum(losses[averaged_upto:upto].clone()) / world
+            losses[averaged_upto:upto] = window
+        averaged_upto = upto
 
     def save(step_count: int) -> None:
+        average_losses(step_count)
+        if not distributed.is_writer():
+            return
         save_atomic(checkpoint_payload(
             resume, step=step_count, model=model.state_dict(), optimizer=optimizer.state_dict(),
             ema=ema.state_dict() if ema is not None else None, grad_scaler=precision.state_dict(),
@@ -120,13 +141,14 @@ def fit(
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     model.train()
     started, metrics = time.perf_counter(), {}
-    with progress.task(description, total=total_steps) as bar:
+    with synchronized_batchnorm(model, device), progress.task(description, total=total_steps) as bar:
+        trainer = wrap_data_parallel(_StepModule(model, step_loss), device, broadcast_buffers=True) if world > 1 else None
         bar.advance(start)
         for step in range(start, end):
             for group in optimizer.param_groups:
                 group["lr"] = schedule(group["peak_lr"], step)
             with precision.autocast():
-                loss, metrics = step_loss(step)
+                loss, metrics = trainer(step) if trainer is not None else step_loss(step)
             optimizer.zero_grad(set_to_none=True)
             precision.backward_step(loss, optimizer, model.parameters(), grad_clip)
             if ema is not None:
@@ -138,7 +160,25 @@ def fit(
             if resume is not None and ((step + 1) % resume.every == 0 or step + 1 == end):
                 save(step + 1)
     model.eval()
+    average_losses(max(start, end))
+    if world > 1 and metrics:
+        names = sorted(metrics)
+        averaged = distributed.all_reduce_sum(torch.stack([metrics[name].detach().float() for name in names])) / world
+        metrics = dict(zip(names, averaged))
     return FitResult(steps=max(start, end), total_steps=total_steps, resumed_from=start,
                      seconds=time.perf_counter() - started,
                      metrics={name: float(value) for name, value in metrics.items()},
                      losses=losses[:max(start, end)].cpu())
+
+
+class _StepModule(nn.Module):
+    """The step's loss as a module's forward: DistributedDataParallel hooks a module's forward, and
+    a step loss may call any method of the model (not only its forward)."""
+
+    def __init__(self, model: nn.Module, step_loss: StepLoss) -> None:
+        super().__init__()
+        self.model = model
+        self.step_loss = step_loss
+
+    def forward(self, step: int):
+        return self.step_loss(step)
