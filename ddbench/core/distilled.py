@@ -19,6 +19,7 @@ from typing import Any, Callable, Sequence
 from PIL import Image
 
 import ddbench
+from ddbench.core import distributed
 from ddbench.core.errors import DistilledSetError
 from ddbench.core.hashing import sha256_file
 from ddbench.core.identity import RunIdentity
@@ -56,7 +57,11 @@ class DistilledSetWriter:
     """Writes one distilled set class by class; reopening the same folder resumes.
 
     The folder belongs to one run identity: a folder whose manifest records another identity is
-    never resumed into."""
+    never resumed into.
+
+    Under torchrun every rank constructs the writer (a collective step): rank 0 opens or creates
+    the folder, then each rank writes its share of the pending classes (`classes_for_this_process`)
+    and sends their checksums to rank 0, the only process that writes the manifest."""
 
     def __init__(
         self,
@@ -72,6 +77,11 @@ class DistilledSetWriter:
         self.class_names = list(class_names)
         self.ipc = identity.ipc
         self.identity = identity
+        if not distributed.is_main():  # rank 0 opens (or creates) the folder first
+            distributed.barrier("distilled-set-open")
+            self.manifest = read_manifest(self.root)
+            self._plan_shares()
+            return
         if (self.root / MANIFEST_NAME).exists():
             self.manifest = read_manifest(self.root)
             stored = self.manifest.get("identity") or {}
@@ -102,6 +112,42 @@ class DistilledSetWriter:
         self.images_dir.mkdir(exist_ok=True)
         for leftover in self.images_dir.glob(".tmp-*"):  # a class that was being written when interrupted
             shutil.rmtree(leftover)
+        distributed.barrier("distilled-set-open")
+        self._plan_shares()
+
+    def _plan_shares(self) -> None:
+        """Pending class k goes to rank k % world (on a fresh run: class i to rank i % world)."""
+        pending = self.pending_classes()
+        world = distributed.world_size() if distributed.is_distributed() else 1
+        self._shares = [pending[r::world] for r in range(world)]
+        self._channel = distributed.channel("distilled-classes")
+        self._received: set[int] = set()
+
+    def classes_for_this_process(self) -> list[int]:
+        """The pending classes this process writes: all of them in a single process."""
+        return list(self._shares[distributed.rank() if len(self._shares) > 1 else 0])
+
+    def _record(self, class_index: int, checksums: dict[str, str]) -> None:
+        if not distributed.is_main():
+            distributed.send_to_main(self._channel, class_index, checksums)
+            return
+        self.manifest["files"].update(checksums)
+        self._collect_other_ranks(block=False)
+        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+
+    def _collect_other_ranks(self, block: bool) -> None:
+        """Record the classes other ranks finished (rank 0); blocking: all of them, one by one."""
+        for share in self._shares[1:]:
+            for class_index in share:
+                if class_index in self._received:
+                    continue
+                checksums = distributed.receive_on_main(self._channel, class_index, block)
+                if checksums is None:  # a rank writes its share in order: the rest is not there either
+                    break
+                self.manifest["files"].update(checksums)
+                self._received.add(class_index)
+                if block:
+                    _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
 
     def _class_done(self, name: str) -> bool:
         prefix = f"images/{name}/"
@@ -127,15 +173,17 @@ class DistilledSetWriter:
         if final.exists():  # written but not yet recorded when the last run stopped
             shutil.rmtree(final)
         os.replace(staging, final)
-        self.manifest["files"].update(checksums)
-        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        self._record(class_index, checksums)
 
     def finalize(self) -> "DistilledSet":
-        pending = self.pending_classes()
-        if pending:
-            raise DistilledSetError(f"{self.root}: classes {pending} were never written")
-        self.manifest["complete"] = True
-        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        if distributed.is_main():
+            self._collect_other_ranks(block=True)
+            pending = self.pending_classes()
+            if pending:
+                raise DistilledSetError(f"{self.root}: classes {pending} were never written")
+            self.manifest["complete"] = True
+            _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        distributed.barrier("distilled-set-complete")
         return DistilledSet.open(self.root, verify=False)  # checksums were computed while writing
 
 

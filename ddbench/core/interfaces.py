@@ -251,11 +251,14 @@ class Method(PluginBase, abc.ABC):
         """Exactly `task.ipc` images for class `class_index`."""
 
     def distill(self, task: DistillTask) -> "DistilledSet":
-        pending = task.writer.pending_classes()
+        """Write the pending classes; under torchrun this rank's share of them (class k of the
+        pending list goes to rank k % world), the others' being written at the same time."""
+        pending = task.writer.classes_for_this_process()
         if pending:
             self.prepare(task)
-        with task.progress.task(f"{self.name}: distilling", total=task.dataset.num_classes) as bar:
-            bar.advance(task.dataset.num_classes - len(pending))
+        done = task.dataset.num_classes - len(task.writer.pending_classes())
+        with task.progress.task(f"{self.name}: distilling", total=done + len(pending)) as bar:
+            bar.advance(done)
             for class_index in pending:
                 images = self.distill_class(task, class_index)
                 task.writer.write_class(class_index, images)

@@ -6,6 +6,7 @@ results store (same run, evaluator config, student, teacher, seed) are skipped u
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from ddbench.core import paths, registry
+from ddbench.core import distributed, paths, registry
 from ddbench.core.config import config_to_dict
 from ddbench.core.device import resolve_device
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter, read_manifest
@@ -105,6 +106,8 @@ class RunRequest:
     out_dir: str | Path | None = None
     results_path: str | Path | None = None
     force: bool = False
+    #: under torchrun: "jobs" (whole evaluation jobs per rank) or "ddp" (every job on all ranks)
+    dist_mode: str = "jobs"
 
 
 @dataclass
@@ -195,6 +198,10 @@ def distill(
     return method.distill(task)
 
 
+#: how evaluation jobs use the processes of a torchrun launch (see `evaluate`)
+DIST_MODES = ("jobs", "ddp")
+
+
 def evaluate(
     distilled: DistilledSet,
     dataset: DatasetSpec,
@@ -203,15 +210,24 @@ def evaluate(
     teacher_archs: Sequence[str],
     seeds: Sequence[int],
     device: torch.device,
-    store: ResultsStore,
+    store: ResultsStore | None,
     teachers: TeacherCache,
     progress: Progress = NullProgress(),
     force: bool = False,
     identity: RunIdentity | None = None,
+    dist_mode: str = "jobs",
 ) -> tuple[list[ResultRow], int]:
-    """Every (evaluator, teacher, student, seed); one results row each. Returns (rows, skipped)."""
+    """Every (evaluator, teacher, student, seed); one results row each. Returns (rows, skipped).
+
+    Under torchrun rank 0 decides which jobs are still to do and alone writes rows (`store` is
+    None on the other ranks). `dist_mode="jobs"` (default) gives each rank whole jobs (pending job
+    k to rank k % world), each trained exactly as a single process would train it, and the other
+    ranks send their rows to rank 0; `"ddp"` trains every job on all ranks with DDP."""
+    if dist_mode not in DIST_MODES:
+        raise ConfigError(f"unknown distribution mode {dist_mode!r}; use one of {', '.join(DIST_MODES)}")
     identity = identity or distilled.identity
     dataset_fingerprint = stable_hash(dataset.fingerprint(), 16)
+    spread = dist_mode == "jobs" and distributed.is_distributed()
     rows, skipped = [], 0
     for evaluator in evaluators:
         evaluator_config = config_to_dict(evaluator.config)
@@ -219,57 +235,87 @@ def evaluate(
         evaluator_label = readable_label(evaluator.name, evaluator_config, getattr(evaluator, "defaults", {}))
         archs: Sequence[str | None] = teacher_archs if evaluator.needs_teacher else [None]
         jobs = [(arch, student, seed) for arch in archs for student in students for seed in seeds]
+
+        def finished(arch: str | None, student: str, seed: int) -> bool:
+            known_teacher = teachers.identify(dataset, arch) if arch else ""
+            return known_teacher is not None and store.has(
+                identity.run_id, evaluator.name, evaluator.protocol_version, evaluator_hash, student, known_teacher, seed
+            )
+
+        pending = distributed.broadcast_object(
+            [job for job in jobs if force or not finished(*job)] if distributed.is_main() else None
+        )
+        skipped += len(jobs) - len(pending)
+        if spread:  # teachers first, by all ranks together: one still to train is trained once, with DDP
+            for arch in dict.fromkeys(arch for arch, _, _ in pending if arch):
+                teachers.get(dataset, arch, f"evaluator {evaluator.name}")
+        mine = [(k, job) for k, job in enumerate(pending) if not spread or k % distributed.world_size() == distributed.rank()]
+        mailbox = distributed.channel("rows") if spread else ""
+        finished_rows: dict[int, ResultRow] = {}
+
+        def record(index: int, row: ResultRow, bar) -> None:
+            store.add(row)
+            finished_rows[index] = row
+            progress.log(f"{evaluator.name} {row.student} seed {row.seed}: {row.metric} = {row.value:.2f}")
+            bar.advance()
+
         with progress.task(f"{evaluator.name}: evaluating", total=len(jobs)) as bar:
-            for arch, student, seed in jobs:
-                known_teacher = teachers.identify(dataset, arch) if arch else ""
-                if not force and known_teacher is not None and store.has(
-                    identity.run_id, evaluator.name, evaluator.protocol_version, evaluator_hash, student, known_teacher, seed
-                ):
-                    skipped += 1
-                    bar.advance()
-                    continue
-                teacher = teachers.get(dataset, arch, f"evaluator {evaluator.name}") if arch else None
-                seed_everything(seed)
-                started = time.perf_counter()
-                task = EvalTask(dataset=dataset, student=student, seed=seed, device=device, teacher=teacher, progress=progress,
-                                workdir=paths.cache_dir("eval-state"))
-                result = evaluator.evaluate(distilled, task)
-                details = result.details or {}
-                row = ResultRow(
-                    run_id=identity.run_id,
-                    configuration=identity.configuration,
-                    label=identity.label,
-                    method=identity.method,
-                    method_config=dict(identity.config),
-                    weights=dict(identity.weights),
-                    dataset=dataset.name,
-                    dataset_fingerprint=dataset_fingerprint,
-                    resolution=dataset.resolution,
-                    ipc=distilled.ipc,
-                    distill_seed=identity.seed,
-                    evaluator=evaluator.name,
-                    evaluator_protocol=evaluator.protocol_version,
-                    evaluator_config=evaluator_config,
-                    evaluator_config_hash=evaluator_hash,
-                    evaluator_label=evaluator_label,
-                    recipe=details.get("recipe"),
-                    details=details,
-                    student=student,
-                    seed=seed,
-                    metric=result.primary,
-                    value=result.value,
-                    metrics=result.metrics,
-                    distilled_path=str(distilled.root),
-                    distilled_hash=distilled.content_hash,
-                    wall_time_s=time.perf_counter() - started,
-                    teacher=arch,
-                    teacher_key=(teacher.checkpoint_sha256 or "") if teacher else "",
-                    teacher_info=teacher.info() if teacher else None,
-                )
-                store.add(row)
-                rows.append(row)
-                progress.log(f"{evaluator.name} {student} seed {seed}: {result.primary} = {result.value:.2f}")
-                bar.advance()
+            bar.advance(len(jobs) - len(pending))
+            for index, (arch, student, seed) in mine:
+                with distributed.local_only() if spread else contextlib.nullcontext():
+                    started = time.perf_counter()
+                    teacher = teachers.get(dataset, arch, f"evaluator {evaluator.name}") if arch else None
+                    seed_everything(seed)
+                    task = EvalTask(dataset=dataset, student=student, seed=seed, device=device, teacher=teacher,
+                                    progress=progress, workdir=paths.cache_dir("eval-state"))
+                    result = evaluator.evaluate(distilled, task)
+                    details = result.details or {}
+                    row = ResultRow(
+                        run_id=identity.run_id,
+                        configuration=identity.configuration,
+                        label=identity.label,
+                        method=identity.method,
+                        method_config=dict(identity.config),
+                        weights=dict(identity.weights),
+                        dataset=dataset.name,
+                        dataset_fingerprint=dataset_fingerprint,
+                        resolution=dataset.resolution,
+                        ipc=distilled.ipc,
+                        distill_seed=identity.seed,
+                        evaluator=evaluator.name,
+                        evaluator_protocol=evaluator.protocol_version,
+                        evaluator_config=evaluator_config,
+                        evaluator_config_hash=evaluator_hash,
+                        evaluator_label=evaluator_label,
+                        recipe=details.get("recipe"),
+                        details=details,
+                        student=student,
+                        seed=seed,
+                        metric=result.primary,
+                        value=result.value,
+                        metrics=result.metrics,
+                        distilled_path=str(distilled.root),
+                        distilled_hash=distilled.content_hash,
+                        wall_time_s=time.perf_counter() - started,
+                        teacher=arch,
+                        teacher_key=(teacher.checkpoint_sha256 or "") if teacher else "",
+                        teacher_info=teacher.info() if teacher else None,
+                    )
+                if distributed.is_main():
+                    record(index, row, bar)
+                elif spread:
+                    distributed.send_to_main(mailbox, index, row)
+                if spread and distributed.is_main():  # rows other ranks finished meanwhile
+                    for other in range(len(pending)):
+                        if other not in finished_rows and other % distributed.world_size() != 0:
+                            arrived = distributed.receive_on_main(mailbox, other, block=False)
+                            if arrived is not None:
+                                record(other, arrived, bar)
+            if spread and distributed.is_main():
+                for other in range(len(pending)):
+                    if other not in finished_rows:
+                        record(other, distributed.receive_on_main(mailbox, other), bar)
+        rows.extend(finished_rows[index] for index in sorted(finished_rows))
     return rows, skipped
 
 
@@ -287,7 +333,7 @@ def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, pr
     evaluators = make_evaluators(request.evaluators, dataset, evaluator_overrides)
     device = resolve_device(request.device)
     # opened first: an unwritable results database fails now, not after hours of distillation
-    with ResultsStore(request.results_path or paths.default_results_path()) as store:
+    with _results_store(request.results_path) as store:
         teachers = TeacherCache(teacher_provider, device, progress)
         teacher = teachers.get(dataset, request.teachers[0], f"method {method.name}") if method.needs_teacher else None
         identity = build_identity(method, dataset, request.ipc, request.distill_seed, teacher)
@@ -297,7 +343,7 @@ def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, pr
         distill_time = time.perf_counter() - started
         rows, skipped = evaluate(
             distilled, dataset, evaluators, request.students, request.teachers, request.seeds,
-            device, store, teachers, progress, request.force, identity,
+            device, store, teachers, progress, request.force, identity, request.dist_mode,
         )
     return RunSummary(identity=identity, distilled=distilled, rows=rows, skipped=skipped, distill_time_s=distill_time)
 
@@ -317,6 +363,7 @@ def evaluate_folder(
     progress: Progress = NullProgress(),
     force: bool = False,
     resolution: int | None = None,
+    dist_mode: str = "jobs",
 ) -> tuple[list[ResultRow], int]:
     """`ddbench eval DIR`: evaluate a distilled folder made by ddbench or by any other tool."""
     folder = Path(folder)
@@ -331,8 +378,15 @@ def evaluate_folder(
     _, evaluator_overrides = split_overrides(overrides, None, evaluator_classes)
     built = make_evaluators(evaluators, dataset, evaluator_overrides)
     resolved_device = resolve_device(device)
-    with ResultsStore(results_path or paths.default_results_path()) as store:
+    with _results_store(results_path) as store:
         return evaluate(
             distilled, dataset, built, students, teachers, seeds, resolved_device, store,
-            TeacherCache(teacher_provider, resolved_device, progress), progress, force,
+            TeacherCache(teacher_provider, resolved_device, progress), progress, force, dist_mode=dist_mode,
         )
+
+
+def _results_store(path: str | Path | None) -> contextlib.AbstractContextManager:
+    """The results database, opened by rank 0 only (under torchrun the others send it their rows)."""
+    if not distributed.is_main():
+        return contextlib.nullcontext(None)
+    return ResultsStore(path or paths.default_results_path())

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 import ddbench
+from ddbench.core import distributed
 from ddbench.core.hashing import cached_sha256_file, sha256_file
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.interfaces import DatasetSpec, Teacher
@@ -105,7 +106,7 @@ class TeacherStore:
         if checkpoint is not None:
             return self.from_checkpoint(dataset, arch, checkpoint, device)
         path = self.cache_path(dataset, arch)
-        if path.exists():
+        if distributed.broadcast_object(path.exists()):  # under torchrun rank 0 decides for every rank
             return self.from_cache(dataset, arch, path, device)
         if not self.train_missing:
             raise CheckpointError(
@@ -154,7 +155,8 @@ class TeacherStore:
         return Teacher(model, arch, dataset.name, dataset.num_classes, record["accuracy"], checksum, f"cache:{path}")
 
     def train(self, dataset: DatasetSpec, arch: str, device: torch.device, progress: Progress = NullProgress()) -> Teacher:
-        """Train (or, for epochs == 0, take pretrained) a teacher with the recipe; cache and return it."""
+        """Train (or, for epochs == 0, take pretrained) a teacher with the recipe; cache and return it.
+        Under torchrun every rank trains it together (DDP); rank 0 writes the cache."""
         recipe = self.recipe(dataset)
         path = self.cache_path(dataset, arch)
         started = time.perf_counter()
@@ -183,6 +185,9 @@ class TeacherStore:
             epoch_losses = []
         accuracy = measure_accuracy(model, dataset, device)
         check_accuracy(accuracy, dataset, f"{arch} trained with the {dataset.name} recipe")
+        if not distributed.is_writer():
+            record = distributed.broadcast_object(None)
+            return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
         save_model(model, path, extra={"recipe": recipe.to_dict()})
         record = {
             "arch": arch,
@@ -200,6 +205,7 @@ class TeacherStore:
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=2))
         os.replace(tmp, path.with_suffix(".json"))
+        distributed.broadcast_object(record)
         return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
 
 

@@ -14,6 +14,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from ddbench.core import distributed
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import seed_everything, torch_generator
 from ddbench.generators.var.configs import TrainConfig, VARPreset
@@ -29,7 +30,9 @@ from ddbench.training import (
     center_square_resize,
     fit,
     load_tensor_set,
+    local_share,
     sampled_batch,
+    shard_key,
 )
 from ddbench.training.steps import StepLoss
 
@@ -56,8 +59,9 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
 
 
 def batch_indices(seed: int, stage: str, step: int, count: int, batch_size: int) -> torch.Tensor:
-    """The examples of one step of `stage`, drawn with replacement from (seed, stage, step)."""
-    return sampled_batch(seed, f"var-train-{stage}-batch", step, count, batch_size)
+    """This process's examples of one step of `stage`: the global batch drawn with replacement from
+    (seed, stage, step), and under torchrun this rank's share of it (`training.local_share`)."""
+    return local_share(sampled_batch(seed, f"var-train-{stage}-batch", step, count, batch_size))
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
@@ -100,7 +104,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
         return reconstruction_loss + vq_loss, {"reconstruction_loss": reconstruction_loss.detach(), "vq_loss": vq_loss.detach()}
 
     summary = fit_stage("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
-    if summary["finished"]:
+    if summary["finished"] and distributed.is_writer():
         torch.save(model.state_dict(), out_dir / VQVAE_WEIGHTS)
         summary["val_psnr_db"] = evaluate_psnr(model, val_set, preset.resolution, device, progress)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
@@ -150,14 +154,14 @@ def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: 
         with torch.no_grad():
             teacher_input = vqvae.quantize.teacher_forcing_input(batch_tokens)
         logits = model(labels[chosen].to(device), teacher_input,
-                       drop_generator=torch_generator(config.seed, "var-train-cond-drop", step, device=device))
+                       drop_generator=torch_generator(config.seed, "var-train-cond-drop", step, *shard_key(), device=device))
         target = torch.cat(batch_tokens, dim=1)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
         accuracy = (logits.argmax(-1) == target).float().mean()
         return loss, {"token_loss": loss.detach(), "token_accuracy": accuracy}
 
     summary = fit_stage("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
-    if summary["finished"]:
+    if summary["finished"] and distributed.is_writer():
         torch.save(model.state_dict(), out_dir / VAR_WEIGHTS)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     summary["tokens_per_step"] = config.batch_size * total_tokens

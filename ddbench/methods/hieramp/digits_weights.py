@@ -19,7 +19,7 @@ from typing import Optional
 
 import torch
 
-from ddbench.core import paths
+from ddbench.core import distributed, paths
 from ddbench.core.hashing import cached_sha256_file, sha256_file, stable_hash
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.var.shipped import SHIPPED_VAR, SHIPPED_VQVAE, load_digits_models, shipped_weights_dir
@@ -66,6 +66,9 @@ def finetune_digits(out_dir: str | Path, spec=None, *, config: Optional[Finetune
     summary = finetune_class_tokens(base.state_dict(), vqvae, spec.split("train"), out_dir, config=config, val_set=spec.split("val"), device=device, progress=progress)
     if not summary["finished"]:
         return summary
+    if not distributed.is_writer():  # under torchrun rank 0 writes the files; wait until they exist
+        distributed.barrier("digits-class-token-weights")
+        return json.loads((out_dir / SIDECAR).read_text())
     state = torch.load(out_dir / FINETUNED_WEIGHTS, map_location="cpu", weights_only=True)
     torch.save({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, out_dir / SHIPPED_FILE)
     record = {
@@ -78,6 +81,7 @@ def finetune_digits(out_dir: str | Path, spec=None, *, config: Optional[Finetune
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     (out_dir / SIDECAR).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    distributed.barrier("digits-class-token-weights")
     return record
 
 
@@ -104,7 +108,7 @@ def load_digits_class_token_models(device: str | torch.device = "cpu", progress:
         source, info = weights_dir() / SHIPPED_FILE, {"weights": "shipped", "sidecar": SIDECAR}
     else:
         folder = cache_folder(fingerprint)
-        if not (folder / SHIPPED_FILE).is_file():
+        if not distributed.broadcast_object((folder / SHIPPED_FILE).is_file()):  # rank 0 decides for all
             progress.log(f"hieramp: no shipped class-token weights match the digits VQ-VAE; fine-tuning once "
                          f"(a few minutes on a CPU), cached in {folder}")
             finetune_digits(folder, progress=progress)

@@ -16,12 +16,14 @@ from typing import Optional
 
 import torch
 
+from ddbench.core import distributed
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.var.configs import TrainConfig
 from ddbench.generators.var.loading import Source
 from ddbench.generators.var.training import batch_indices, encode_dataset, fit_stage, load_images
 from ddbench.generators.var.vqvae import VQVAE
+from ddbench.training import shard_key
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
 FINETUNED_WEIGHTS = "var_hieramp.pth"
@@ -112,7 +114,8 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
         with torch.no_grad():
             teacher_input = vqvae.quantize.teacher_forcing_input(batch_tokens)
         token_logits, class_logits = model.forward_with_class_logits(
-            batch_labels, teacher_input, drop_generator=torch_generator(config.seed, "hieramp-cond-drop", step, device=device))
+            batch_labels, teacher_input,
+            drop_generator=torch_generator(config.seed, "hieramp-cond-drop", step, *shard_key(), device=device))
         return class_token_loss(token_logits, class_logits, torch.cat(batch_tokens, dim=1), batch_labels,
                                 config.class_loss_weight)
 
@@ -121,7 +124,9 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
                    parameters=sum(p.numel() for p in model.parameters()))
     if summary["finished"]:
         model.requires_grad_(False)
-        torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
+        if distributed.is_writer():
+            torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
+        distributed.barrier("finetuned-weights")  # the file exists for every rank from here on
         if val_set is not None:
             val = load_images(val_set, resolution, progress, "validation images")
             summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val.images, val.labels)
