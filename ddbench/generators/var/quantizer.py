@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddbench.core import distributed
+
 
 class Phi(nn.Conv2d):
     """phi(h) = (1 - ratio) * h + ratio * conv3x3(h); the release uses ratio 0.5."""
@@ -107,6 +109,7 @@ class MultiScaleQuantizer(nn.Module):
             all_indices.append(indices)
             if self.training:
                 hits = indices.flatten().bincount(minlength=self.vocab_size).float()
+                distributed.all_reduce_sum(hits)  # under DDP: the global batch's hits, as the official code
                 self.ema_vocab_hit_SV[scale_index].mul_(0.99).add_(hits, alpha=0.01)
         loss = loss / len(self.patch_nums)
         f_hat_straight_through = (f_hat.detach() - f_no_grad) + f_BChw
