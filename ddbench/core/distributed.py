@@ -29,7 +29,7 @@ import pickle
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterator, TypeVar
 
 from ddbench.core.errors import ConfigError, DDBenchError
@@ -78,7 +78,6 @@ class _Session:
     watchdog: "_Watchdog | None" = None
     sequence: int = 0
     closing: bool = False
-    joined: dict = field(default_factory=dict)
 
     def key(self, *parts: object) -> str:
         return "/".join([self.namespace, *map(str, parts)])
