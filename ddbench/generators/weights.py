@@ -4,8 +4,8 @@ Each entry names its files with their source, size and sha256 (where the publish
 licence, architecture and label space. `resolve_weights(name)` finds the files in this order:
 
 1. an explicit path (`--set var_ckpt=PATH`): used as it is, never checked against the table;
-2. the cache `$DDBENCH_HOME/weights/<repo>/<file>`: checked against the table's sha256 once
-   (a `<file>.sha256` stamp remembers the result while size and mtime stay the same);
+2. the cache `$DDBENCH_HOME/weights/<repo>/<file>`: checked against the table's sha256 (hashed
+   once; `cached_sha256_file` remembers it while the file's size and mtime stay the same);
 3. a download: from the Hugging Face hub (`HF_ENDPOINT`, default https://huggingface.co, with
    huggingface_hub's session and token) or the publisher's URL; written to `<file>.part`,
    checked (size, sha256) and only then renamed into the cache.
@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from ddbench.core.errors import CheckpointError, ConfigError, FetchError
+from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.paths import home
 from ddbench.core.progress import NullProgress, Progress
 
@@ -200,40 +200,6 @@ def entry_for_hub_file(repo_id: str, filename: str) -> WeightsEntry:
                         checksum_source="not in ddbench's weights table: no checksum to compare")
 
 
-# ----- checksums with a stamp, so a 1 GB cache hit is not re-hashed every run -----
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _stamp_path(path: Path) -> Path:
-    return path.with_name(path.name + ".sha256")
-
-
-def stamped_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, remembered next to it while its size and mtime do not change."""
-    path = Path(path)
-    stat = path.stat()
-    stamp = _stamp_path(path)
-    key = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if stamp.is_file():
-        try:
-            record = json.loads(stamp.read_text())
-            if {k: record.get(k) for k in key} == key:
-                return record["sha256"]
-        except (ValueError, KeyError):
-            pass
-    checksum = sha256_of(path)
-    try:
-        stamp.write_text(json.dumps({**key, "sha256": checksum}))
-    except OSError:  # a read-only location: hash again next time
-        pass
-    return checksum
-
-
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in _TRUE
 
@@ -285,7 +251,7 @@ def _check_cached(entry: WeightsEntry, weight_file: WeightFile) -> None:
     path = entry.cache_dir() / weight_file.filename
     if weight_file.sha256 is None:
         return
-    actual = stamped_sha256(path)
+    actual = cached_sha256_file(path)
     if actual != weight_file.sha256:
         raise CheckpointError(f"{path} has sha256 {actual}, but {entry.name}'s {weight_file.filename} has "
                               f"{weight_file.sha256}; the file is damaged or another one: delete it to download again")
@@ -349,8 +315,6 @@ def _finish(entry: WeightsEntry, weight_file: WeightFile, partial: Path, destina
                          f"{expected or 'any'}. The download was deleted; retry, and if the publisher changed the "
                          "file, pass it explicitly with --set ...ckpt=PATH")
     os.replace(partial, destination)
-    stat = destination.stat()
-    _stamp_path(destination).write_text(json.dumps({"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": actual}))
     return destination
 
 
@@ -358,4 +322,16 @@ def weights_record(entry: WeightsEntry, path: Path) -> dict[str, Any]:
     """What a run records about the weights it used: table name, where from, sha256 of every file."""
     files = [path] if path.is_file() else [path / f.filename for f in entry.files]
     return {"weights": entry.name, "path": str(path),
-            "sha256": {f.name: stamped_sha256(f) for f in files if f.is_file()}}
+            "sha256": {f.name: cached_sha256_file(f) for f in files if f.is_file()}}
+
+
+def known_sha256(entry: WeightsEntry | str) -> str | None:
+    """sha256 of a one-file entry without downloading it: the published value, else the cached
+    file's, else None (not here and none published). For run identities, before any loading."""
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    if len(entry.files) != 1:
+        raise ConfigError(f"{entry.name} is a folder of {len(entry.files)} files; hash them one by one")
+    if entry.files[0].sha256:
+        return entry.files[0].sha256
+    path = entry.cache_path()
+    return cached_sha256_file(path) if path.is_file() else None

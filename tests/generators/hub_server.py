@@ -8,10 +8,12 @@ and HTTP Range support; anything else is a 404 with the hub's X-Error-Code. Test
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -77,3 +79,26 @@ class HubServer:
     def __exit__(self, *exc) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+def running_hub(monkeypatch) -> Iterator[HubServer]:
+    """Fixture body: a running loopback hub, HF_ENDPOINT pointing at it, the hub client online."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # frozen at import by other tests
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+        yield server
+
+
+def serve_as(server: HubServer, monkeypatch, name: str, payload: bytes) -> None:
+    """Serve `payload` under the real file name of table entry `name`, and make the table expect it."""
+    from ddbench.generators import weights
+    from ddbench.generators.weights import WeightFile
+
+    entry = weights.TABLE[name]
+    filename = entry.files[0].filename
+    server.add(entry.repo_id, filename, payload)
+    monkeypatch.setitem(weights.TABLE, name, dataclasses.replace(
+        entry, files=(WeightFile(filename, len(payload), hashlib.sha256(payload).hexdigest()),)))

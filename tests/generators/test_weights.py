@@ -3,7 +3,6 @@ checksums, `.part` files, offline errors that say what to put where, and the tab
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 
 import pytest
@@ -12,21 +11,12 @@ from ddbench.core.errors import CheckpointError, ConfigError, FetchError
 from ddbench.core.progress import NullProgress
 from ddbench.generators import weights
 from ddbench.generators.weights import WeightFile, WeightsEntry, resolve_weights
-from tests.generators.hub_server import HubServer
+from tests.generators.hub_server import running_hub, serve_as
 
 PAYLOAD = b"tiny weights " * 1000
 
 
-@pytest.fixture
-def hub(monkeypatch):
-    """A running loopback hub; HF_ENDPOINT points at it and the hub client is online."""
-    import huggingface_hub.constants
-
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # frozen at import by other tests
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-        yield server
+hub = pytest.fixture(running_hub)
 
 
 def tiny_entry(payload: bytes = PAYLOAD, sha256: str | None = "auto", size: int | None = -1) -> WeightsEntry:
@@ -109,7 +99,6 @@ def test_offline_with_the_file_in_the_cache_works(isolated_home, monkeypatch):
     cached.parent.mkdir(parents=True)
     cached.write_bytes(PAYLOAD)
     assert resolve_weights(tiny_entry()) == cached
-    assert cached.with_name("tiny.pth.sha256").is_file()  # hashed once, remembered
 
 
 def test_a_wrong_file_in_the_cache_is_an_error_not_a_silent_load(isolated_home):
@@ -155,11 +144,7 @@ def test_hub_ids_in_the_var_loader_go_through_the_table(hub, monkeypatch, tmp_pa
     _, vqvae = tiny_models()
     file = tmp_path / "vae.pth"
     torch.save(vqvae.state_dict(), file)
-    payload = file.read_bytes()
-    hub.add("FoundationVision/var", "vae_ch160v4096z32.pth", payload)
-    real = weights.TABLE["vae_ch160v4096z32"]
-    monkeypatch.setitem(weights.TABLE, "vae_ch160v4096z32", dataclasses.replace(
-        real, files=(WeightFile("vae_ch160v4096z32.pth", len(payload), hashlib.sha256(payload).hexdigest()),)))
+    serve_as(hub, monkeypatch, "vae_ch160v4096z32", file.read_bytes())
     for source in ("FoundationVision/var/vae_ch160v4096z32.pth", "vae_ch160v4096z32"):
         loaded = load_vqvae(source, patch_nums=TINY_PATCH_NUMS)
         assert torch.equal(loaded.quantize.embedding.weight, vqvae.quantize.embedding.weight)

@@ -80,6 +80,24 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], str]:
     return dict(payload), str(path)
 
 
+def checkpoint_num_classes(source: str | os.PathLike) -> int:
+    """The class count of a VAR-layout checkpoint (class_emb rows minus the null class), read
+    through a memory map so a 1 GB file is not loaded for one shape."""
+    path = resolve_source_path(os.fspath(source))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); the file is "
+                              "truncated or not a torch checkpoint, download it again") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
+            payload = payload[wrapper]
+    if not isinstance(payload, Mapping) or "class_emb.weight" not in payload:
+        raise CheckpointError(f"{path} is not a VAR checkpoint in the official layout (no class_emb.weight)"
+                              f"{_looks_like(payload) if isinstance(payload, Mapping) else ''}")
+    return int(payload["class_emb.weight"].shape[0]) - 1
+
+
 def _require(state_dict: Mapping[str, torch.Tensor], keys: Sequence[str], where: str, kind: str) -> None:
     missing = [key for key in keys if key not in state_dict]
     if missing:
