@@ -163,7 +163,8 @@ class _VarFamily(Method):
         self.model, self.vqvae, self.weights_info = self.load_models(task)
         self.generator_labels = self.class_map(task.dataset)
         self.sampler = self.make_sampler(self.model, self.vqvae)
-        space = "" if self.generator_labels.label_space == "dataset" else f", classes as {self.generator_labels.label_space} labels"
+        space = self.generator_labels.label_space
+        space = "" if space == "dataset" else f", classes sampled as {space} labels"
         task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}{space}")
 
     def batches(self, task: DistillTask) -> list[range]:
@@ -175,7 +176,8 @@ class _VarFamily(Method):
 
     def generate(self, task: DistillTask, class_index: int, image_indices: range) -> list[Image.Image]:
         """Images at the generator's resolution for `image_indices` of one class, one generator each."""
-        labels = torch.full((len(image_indices),), self.generator_labels[class_index], dtype=torch.long, device=task.device)
+        label = self.generator_labels[class_index]  # the generator's label of this dataset class
+        labels = torch.full((len(image_indices),), label, dtype=torch.long, device=task.device)
         generators = [task.generator(SAMPLE_PURPOSE, class_index, i, device=task.device) for i in image_indices]
         images = self.sampler.sample(labels, generators)  # (B, 3, H, W) in [0, 1]
         arrays = images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
