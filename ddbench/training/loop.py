@@ -30,7 +30,7 @@ from ddbench.training.checkpoint import (
     restore_random_state,
     save_atomic,
 )
-from ddbench.training.data import TensorImageSet
+from ddbench.training.data import ImageSet, TensorImageSet
 from ddbench.training.parallel import (
     check_same_start,
     share_bounds,
@@ -97,27 +97,26 @@ def prepare_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_top1(
     model: nn.Module,
-    val_set: TensorImageSet,
+    val_set: ImageSet,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     device: torch.device,
     batch_size: int = 256,
     amp: bool = True,
 ) -> float:
-    """Top-1 accuracy in percent of `model` on a uint8 tensor set (already resized and cropped).
-    Under data-parallel training each rank counts its share of the set and the counts are summed."""
+    """Top-1 accuracy in percent of `model` on a uint8 image set (already resized and cropped),
+    held in memory or streamed from disk. Under data-parallel training each rank counts its share
+    of the set and the counts are summed."""
     was_training = model.training
     model.eval()
     rank, world = distributed.data_parallel_world()
     first, last = share_bounds(len(val_set), rank, world)
     correct = torch.zeros((), dtype=torch.long)
-    for start in range(first, last, batch_size):
-        end = min(start + batch_size, last)
-        images = val_set.images[start:end].to(device, non_blocking=True)
-        images = prepare_inputs(normalize(images.float().div_(255), mean, std), device)
+    for images, labels in val_set.batches(batch_size, first, last):
+        images = prepare_inputs(normalize(images.to(device, non_blocking=True).float().div_(255), mean, std), device)
         with autocast(device, amp):
             logits = model(images)
-        correct += (logits.argmax(1).cpu() == val_set.labels[start:end]).sum()
+        correct += (logits.argmax(1).cpu() == labels).sum()
     model.train(was_training)
     if world > 1:
         correct = distributed.all_reduce_sum(correct.to(device)).cpu()
