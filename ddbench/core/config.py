@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Any, Mapping
@@ -50,7 +51,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if annotation is int:
             return int(value)
         if annotation is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"config key {key!r}: {value!r} is not a finite number; give a real value like 0.01")
+            return number
         if origin in (tuple, list):
             item_type = args[0] if args else str
             items = [v for v in value.replace(";", ",").split(",") if v.strip()]

@@ -14,25 +14,28 @@ import torch
 from torch import nn
 
 from ddbench.core.errors import CheckpointError
+from ddbench.core.files import write_atomic
 from ddbench.models.factory import ModelSpec, create_from_spec, model_spec
 
 FORMAT = "ddbench-model/1"
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write `{"format", "spec", "state_dict", "extra"}` atomically (tmp file + rename)."""
+    """Write `{"format", "spec", "state_dict", "extra"}` atomically (a temporary file of this
+    process, then rename; a full disk is a StorageError and leaves no partial file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "spec": model_spec(model).to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:  # a handle: ENOSPC surfaces as OSError, not torch's RuntimeError
+            torch.save(payload, handle)
+
+    return write_atomic(path, write)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from ddbench.generators.var.configs import TrainConfig
 from ddbench.generators.var.loading import Source
 from ddbench.generators.var.training import batch_indices, encode_dataset, fit_stage, load_images
 from ddbench.generators.var.vqvae import VQVAE
+from ddbench.training.checkpoint import save_atomic
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
 FINETUNED_WEIGHTS = "var_hieramp.pth"
@@ -121,7 +122,7 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
                    parameters=sum(p.numel() for p in model.parameters()))
     if summary["finished"]:
         model.requires_grad_(False)
-        torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
+        save_atomic(model.state_dict(), out_dir / FINETUNED_WEIGHTS)  # never a torn file that looks finished
         if val_set is not None:
             val = load_images(val_set, resolution, progress, "validation images")
             summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val.images, val.labels)
