@@ -21,7 +21,7 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from ddbench.core.errors import StorageError
 
@@ -139,6 +139,42 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Path]
                 temporary.unlink()
             raise
     return path
+
+
+def torch_save_atomic(payload: Any, path: str | os.PathLike) -> Path:
+    """`torch.save` made atomic by `write_atomic`. torch swallows the OSError of a full disk and
+    fails later with an opaque RuntimeError ("unexpected pos"); writing through a handle that
+    remembers the OSError lets the real cause (ENOSPC, naming `path`) come out instead."""
+    import torch
+
+    def write(temporary: Path) -> None:
+        with open(temporary, "wb") as handle:
+            recorder = _ErrorRecordingWriter(handle)
+            try:
+                torch.save(payload, recorder)
+            except RuntimeError:
+                if recorder.error is not None:
+                    raise recorder.error from None
+                raise
+
+    return write_atomic(path, write)
+
+
+class _ErrorRecordingWriter:
+    """A writable file object that keeps the first OSError its writes raised."""
+
+    def __init__(self, handle) -> None:
+        self.handle, self.error = handle, None
+
+    def write(self, data) -> int:
+        try:
+            return self.handle.write(data)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def flush(self) -> None:
+        self.handle.flush()
 
 
 def _fsync(path: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ddbench.core.errors import CheckpointError
-from ddbench.core.files import write_atomic
+from ddbench.core.files import torch_save_atomic
 from ddbench.models.factory import ModelSpec, create_from_spec, model_spec
 
 FORMAT = "ddbench-model/1"
@@ -30,12 +30,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] 
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-
-    def write(temporary: Path) -> None:
-        with open(temporary, "wb") as handle:  # a handle: ENOSPC surfaces as OSError, not torch's RuntimeError
-            torch.save(payload, handle)
-
-    return write_atomic(path, write)
+    return torch_save_atomic(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ddbench.core.errors import CheckpointError
-from ddbench.core.files import remove_stale_temporaries, write_atomic
+from ddbench.core.files import remove_stale_temporaries, torch_save_atomic
 
 #: bump when what `fit` or `train_model` store changes incompatibly
 CHECKPOINT_FORMAT = 2
@@ -51,14 +51,7 @@ def save_atomic(payload: Mapping[str, Any], path: Path) -> None:
     remove_stale_temporaries(path.parent)  # what killed processes left behind
     with contextlib.suppress(OSError):
         path.with_name(path.name + ".partial").unlink()  # the shared temporary name of older versions
-    write_atomic(path, lambda temporary: torch_save(dict(payload), temporary))
-
-
-def torch_save(payload: Any, path: Path) -> None:
-    """torch.save through a Python file handle: a full disk then raises OSError(ENOSPC), which
-    `write_atomic` turns into a StorageError, instead of torch's opaque RuntimeError."""
-    with open(path, "wb") as handle:
-        torch.save(payload, handle)
+    torch_save_atomic(dict(payload), path)
 
 
 def load_checkpoint(resume: ResumePoint) -> dict | None:
