@@ -16,6 +16,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import pickle
 import secrets
 import shutil
 import socket
@@ -175,6 +176,15 @@ class _ErrorRecordingWriter:
 
     def flush(self) -> None:
         self.handle.flush()
+
+
+def unreadable_reason(exc: Exception) -> str:
+    """Why torch.load(weights_only=True) refused a file, in a few words (torch's own message
+    suggests weights_only=False, which is exactly what must not be done with a planted file)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds objects other than tensors and plain values; loading them could run code, so it was not loaded"
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text.split(". ")[0]
 
 
 def _fsync(path: Path) -> None:

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ddbench.core.errors import CheckpointError
-from ddbench.core.files import torch_save_atomic
+from ddbench.core.files import torch_save_atomic, unreadable_reason
 from ddbench.models.factory import ModelSpec, create_from_spec, model_spec
 
 FORMAT = "ddbench-model/1"
@@ -41,7 +41,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated/pickled files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Re-download or retrain it.") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {unreadable_reason(exc)}. Re-download or retrain it.") from exc
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:

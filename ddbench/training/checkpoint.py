@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ddbench.core.errors import CheckpointError
-from ddbench.core.files import remove_stale_temporaries, torch_save_atomic
+from ddbench.core.files import remove_stale_temporaries, torch_save_atomic, unreadable_reason
 
 #: bump when what `fit` or `train_model` store changes incompatibly
 CHECKPOINT_FORMAT = 2
@@ -61,8 +61,8 @@ def load_checkpoint(resume: ResumePoint) -> dict | None:
     try:
         state = torch.load(resume.path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, not a torch file, or a pickle that wants to run code
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"training checkpoint {resume.path} is unreadable ({reason}); delete it to start over") from exc
+        raise CheckpointError(f"training checkpoint {resume.path} is unreadable ({unreadable_reason(exc)}); "
+                              "delete it to start over") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"training checkpoint {resume.path} was written by another ddbench version; "
                               "delete it to start over")

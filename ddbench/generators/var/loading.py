@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ddbench.core.errors import CheckpointError, FetchError
+from ddbench.core.files import unreadable_reason
 from ddbench.generators.var.configs import RELEASE_PATCH_NUMS, VARConfig, VQVAEConfig
 from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
@@ -72,7 +73,7 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], str]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); the file is "
+        raise CheckpointError(f"checkpoint {path} could not be read ({unreadable_reason(exc)}); the file is "
                               "truncated or not a torch checkpoint, download it again") from exc
     if isinstance(payload, Mapping):
         for wrapper in ("state_dict", "model"):
