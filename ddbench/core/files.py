@@ -17,6 +17,7 @@ import errno
 import hashlib
 import os
 import pickle
+import re
 import secrets
 import shutil
 import socket
@@ -67,10 +68,10 @@ def _host_tag() -> str:
     return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
 
 
-def temporary_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
-    """`<dir>/.<name>.<host>-<pid>-<random><suffix>`: unique to this process, hidden from readers."""
+def temporary_sibling(path: str | os.PathLike) -> Path:
+    """`<dir>/.<name>.<host>-<pid>-<random>.tmp`: unique to this process, hidden from readers."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}{suffix}")
+    return path.with_name(f".{path.name}.{_host_tag()}-{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
 def process_alive(pid: int) -> bool:
@@ -84,29 +85,31 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def _owner_is_gone(temporary: Path) -> bool:
-    """Gone when the pid in the name is dead on this host, or (another host's file) when it is old."""
-    tag = temporary.name.rsplit(".", 2)[-2] if temporary.name.count(".") >= 2 else ""
-    host, _, rest = tag.partition("-")
-    pid_text = rest.partition("-")[0]
-    if host == _host_tag() and pid_text.isdigit():
-        return int(pid_text) != os.getpid() and not process_alive(int(pid_text))
+#: what `temporary_sibling` makes: .<name>.<host tag>-<pid>-<8 hex>.tmp (nothing else is ever removed)
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[0-9a-f]{6})-(?P<pid>\d+)-[0-9a-f]{8}\.tmp$")
+
+
+def _owner_is_gone(temporary: Path, host: str, pid: int) -> bool:
+    """Gone when the pid is dead on this host, or (another host's file) when the file is old."""
+    if host == _host_tag():
+        return pid != os.getpid() and not process_alive(pid)
     try:
         return time.time() - temporary.lstat().st_mtime > FOREIGN_TEMPORARY_AGE_S
     except FileNotFoundError:
         return False
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Remove the temporary files and folders in `folder` (made by `temporary_sibling`) whose
-    writer died; a live writer's are left alone. Returns what was removed."""
+    writer died; a live writer's, and any file ddbench did not name, are left alone."""
     removed = []
     try:
-        candidates = list(Path(folder).glob(f".*{suffix}"))
+        candidates = list(Path(folder).glob(".*.tmp"))
     except OSError:
         return removed
     for temporary in candidates:
-        if _owner_is_gone(temporary):
+        match = _TEMPORARY.match(temporary.name)
+        if match and _owner_is_gone(temporary, match["host"], int(match["pid"])):
             with contextlib.suppress(FileNotFoundError):
                 if temporary.is_dir() and not temporary.is_symlink():
                     shutil.rmtree(temporary)
@@ -127,6 +130,7 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Path]
     with disk_errors(path):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(path.parent)  # what writers killed here before left behind
             if callable(content):
                 content(temporary)
             else:

@@ -326,12 +326,13 @@ def evaluate_folder(
             raise ConfigError(f"{folder} has no manifest.json; pass --dataset to say which dataset it distils")
         dataset_name = read_manifest(folder)["dataset"]
     dataset = registry.create_dataset(dataset_name, data_root, resolution)
-    distilled = DistilledSet.open(folder, class_names=dataset.class_names, dataset=dataset.name)
     evaluator_classes = [registry.load_evaluator(name) for name in evaluators]
     _, evaluator_overrides = split_overrides(overrides, None, evaluator_classes)
     built = make_evaluators(evaluators, dataset, evaluator_overrides)
     resolved_device = resolve_device(device)
+    # opened first: an unwritable results database fails now, not after checksumming the set
     with ResultsStore(results_path or paths.default_results_path()) as store:
+        distilled = DistilledSet.open(folder, class_names=dataset.class_names, dataset=dataset.name)
         return evaluate(
             distilled, dataset, built, students, teachers, seeds, resolved_device, store,
             TeacherCache(teacher_provider, resolved_device, progress), progress, force,

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ddbench.core.errors import CheckpointError
-from ddbench.core.files import remove_stale_temporaries, torch_save_atomic, unreadable_reason
+from ddbench.core.files import torch_save_atomic, unreadable_reason
 
 #: bump when what `fit` or `train_model` store changes incompatibly
 CHECKPOINT_FORMAT = 2
@@ -48,7 +48,6 @@ def save_atomic(payload: Mapping[str, Any], path: Path) -> None:
     """torch.save to a temporary file of this process, then rename over `path` (atomic on POSIX
     and Windows). Raises StorageError (naming `path`) when the disk is full or read-only."""
     path = Path(path)
-    remove_stale_temporaries(path.parent)  # what killed processes left behind
     with contextlib.suppress(OSError):
         path.with_name(path.name + ".partial").unlink()  # the shared temporary name of older versions
     torch_save_atomic(dict(payload), path)
