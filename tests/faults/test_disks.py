@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 
+import pytest
+
 from tests.faults.conftest import (
     TINY_RUN,
     assert_same_as_reference,
@@ -85,3 +87,31 @@ def test_leaderboard_reads_a_database_on_read_only_media(reference, tmp_path, di
     assert tables and "random" in result.stdout and "convnet3" in result.stdout
     if disks.mode == "mount":  # (a simulated read-only folder cannot stop SQLite's own C code)
         assert sorted(p.name for p in media.iterdir()) == ["results.sqlite"]  # nothing written next to it
+
+
+def test_rows_still_in_the_write_ahead_log_are_read_on_read_only_media(tmp_path, disks):
+    """A database copied off a machine whose last writer was killed keeps rows in its -wal file;
+    read-only, SQLite can neither replay nor ignore it safely, so ddbench reads a private copy."""
+    import sqlite3
+    import subprocess
+    import sys
+
+    from ddbench.core.results import ResultsStore
+    from tests.faults.db_writer import row
+
+    if disks.mode != "mount":
+        pytest.skip("needs a real read-only mount (a simulated one cannot stop SQLite's C code)")
+    media = tmp_path / "media"
+    media.mkdir()
+    with ResultsStore(media / "results.sqlite") as store:
+        store.add(row(0, 0))
+    killed_writer = (f"import os, sqlite3; c = sqlite3.connect({str(media / 'results.sqlite')!r}); "
+                     "c.execute('UPDATE results SET value = 42'); c.commit(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", killed_writer], check=True)
+    assert (media / "results.sqlite-wal").stat().st_size > 0
+    (media / "results.sqlite-shm").unlink()  # as after a copy that took the database and its log only
+    disks.readonly(media)
+    with pytest.raises(sqlite3.OperationalError):
+        sqlite3.connect(f"{(media / 'results.sqlite').as_uri()}?mode=ro", uri=True).execute("SELECT 1 FROM results")
+    with ResultsStore(media / "results.sqlite", readonly=True) as store:
+        assert [r["value"] for r in store.rows()] == [42.0]

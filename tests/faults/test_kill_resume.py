@@ -9,11 +9,22 @@ Independent scenarios run side by side to keep the suite's wall time down.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import subprocess
+import sys
 import time
 
-from tests.faults.conftest import TINY_RUN, assert_same_as_reference, ddbench, ddbench_together, error_lines, fresh_home
+from tests.faults.conftest import (
+    REPO,
+    TINY_RUN,
+    assert_same_as_reference,
+    ddbench,
+    ddbench_together,
+    error_lines,
+    fresh_home,
+)
 
 RNG = random.Random(20240611)
 #: (phase, which event of that phase as a fraction of its count, before or after it)
@@ -90,3 +101,41 @@ def test_sigkill_and_ctrl_c_while_students_train_then_rerun_gives_the_uninterrup
     for home, result in zip(homes, resumed):
         assert result.returncode == 0, result.stderr[-2000:]
         assert_same_as_reference(home, reference)
+
+
+FIT_SCRIPT = """
+import os, signal, sys
+from pathlib import Path
+from tests.faults import harness
+kind, n, when = sys.argv[2].split(":")
+harness.TRIGGERS.append((kind, int(n), when, signal.SIGKILL))
+os.replace = harness._counted("replace", os.replace, lambda source, target, *rest: Path(target).name)
+from tests.training import tiny_fit
+tiny_fit.run(Path(sys.argv[1]), kill_at=int(sys.argv[3]) if len(sys.argv) > 3 else None)
+"""
+
+
+def test_sigkill_during_a_fine_tune_step_or_checkpoint_write_resumes_bit_for_bit(tmp_path):
+    """The generator step loop (`fit`, which VAR training and HIERAMP fine-tuning run on): killed in
+    the middle of a seeded step, or between writing a checkpoint and renaming it into place."""
+    import torch
+
+    from tests.training.tiny_fit import CHECKPOINT_EVERY, TOTAL_STEPS, run
+
+    rng = random.Random(7)
+    mid_step = rng.randrange(1, TOTAL_STEPS)
+    checkpoint_write = rng.randrange(1, TOTAL_STEPS // CHECKPOINT_EVERY + 1)
+    folders = [tmp_path / "mid-step", tmp_path / "mid-checkpoint"]
+    arguments = [[str(folders[0]), "replace:999:before", str(mid_step)], [str(folders[1]), f"replace:{checkpoint_write}:before"]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    processes = [subprocess.Popen([sys.executable, "-c", FIT_SCRIPT, *args], cwd=REPO, env=env) for args in arguments]
+    assert [process.wait(timeout=120) for process in processes] == [-signal.SIGKILL] * 2
+
+    straight, model, ema = run(tmp_path / "straight")
+    for folder in folders:
+        resumed, resumed_model, resumed_ema = run(folder)
+        assert resumed.resumed_from < TOTAL_STEPS and resumed.finished
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), resumed_model.state_dict().values()))
+        assert all(torch.equal(a, b) for a, b in zip(ema.state_dict().values(), resumed_ema.state_dict().values()))
+        assert torch.equal(straight.losses, resumed.losses)
+        assert sorted(p.name for p in folder.iterdir()) == ["tiny_last.ckpt"]  # the killed write left nothing
