@@ -30,11 +30,12 @@ from ddbench.core.errors import StorageError
 #: errno -> (what happened, what to do)
 DISK_ERRNOS = {
     errno.ENOSPC: ("the disk is full", "free some space"),
-    errno.EDQUOT: ("the disk quota is exceeded", "free some space"),
     errno.EROFS: ("the file system is read-only", "use a writable folder"),
     errno.EACCES: ("permission denied", "use a folder you can write to"),
     errno.EPERM: ("operation not permitted", "use a folder you can write to"),
 }
+if hasattr(errno, "EDQUOT"):  # not on Windows
+    DISK_ERRNOS[errno.EDQUOT] = ("the disk quota is exceeded", "free some space")
 #: a temporary file of another host is only removed when older than this (no pid check possible)
 FOREIGN_TEMPORARY_AGE_S = 24 * 3600
 
@@ -45,6 +46,8 @@ def storage_error(exc: OSError, path: str | os.PathLike, doing: str) -> StorageE
         return None
     what, fix = DISK_ERRNOS[exc.errno]
     where = exc.filename or path
+    if _TEMPORARY.match(Path(os.fspath(where)).name):  # name the file being written, not its temporary
+        where = path
     return StorageError(
         f"cannot {doing} {where}: {what} ({errno.errorcode.get(exc.errno, exc.errno)}); {fix}, or point "
         "DDBENCH_HOME / --out / --results elsewhere, then rerun the same command (finished work is kept)"
