@@ -21,7 +21,7 @@ from ddbench.core.config import config_to_dict, resolve_config
 from ddbench.core.device import resolve_device
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter, read_manifest
 from ddbench.core.errors import ConfigError
-from ddbench.core.interfaces import DatasetSpec, DistillTask, EvalTask, Evaluator, Method, PluginBase, Teacher, TeacherProvider
+from ddbench.core.interfaces import NO_STUDENT, DatasetSpec, DistillTask, EvalTask, Evaluator, Method, PluginBase, Teacher, TeacherProvider
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.results import ResultRow, ResultsStore
 from ddbench.core.seeding import seed_everything
@@ -193,7 +193,9 @@ def evaluate(
         evaluator_config = config_to_dict(evaluator.config)
         evaluator_hash = config_hash(evaluator_config)
         archs: Sequence[str | None] = teacher_archs if evaluator.needs_teacher else [None]
-        jobs = [(arch, student, seed) for arch in archs for student in students for seed in seeds]
+        evaluator_students = students if evaluator.needs_student else [NO_STUDENT]
+        evaluator_seeds = seeds if evaluator.seeded else list(seeds)[:1]
+        jobs = [(arch, student, seed) for arch in archs for student in evaluator_students for seed in evaluator_seeds]
         with progress.task(f"{evaluator.name}: evaluating", total=len(jobs)) as bar:
             for arch, student, seed in jobs:
                 if not force and store.has(run_id, evaluator.name, evaluator_hash, student, arch, seed):
