@@ -133,7 +133,7 @@ def _leaderboard(table: Table, behind: dict[str, list[dict[str, Any]]], chart: O
             if cell is None:
                 cells.append("<td>-</td>")
                 continue
-            cells.append(f'<td class="cell" data-row="{_e(row)}" data-column="{_e(column)}" data-mean="{cell.mean!r}" '
+            cells.append(f'<td class="cell" data-table="{_e(table.title)}" data-row="{_e(row)}" data-column="{_e(column)}" data-mean="{cell.mean!r}" '
                          f'data-std="{cell.std!r}" data-n="{cell.n}">{_e(cell.render())}</td>')
         body.append(f"<tr><td>{_identity(row, behind.get(row, []))}</td>{''.join(cells)}</tr>")
     direction = " (lower is better)" if lower_is_better(table.evaluator) else ""

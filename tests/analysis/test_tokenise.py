@@ -1,0 +1,59 @@
+"""The VQ-VAE of a run (shipped digits weights for a VAR-family run without checkpoint keys) and the
+token maps of its images, checked against encoding the same images directly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ddbench.analysis.tokenise import open_run, run_vqvae, tokenise
+from ddbench.core.distilled import DistilledSetWriter
+from ddbench.core.errors import CheckpointError, DistilledSetError
+from ddbench.core.registry import create_dataset
+from ddbench.generators.var import load_digits_models
+from ddbench.generators.var.shipped import SHIPPED_VQVAE
+
+CPU = torch.device("cpu")
+
+
+def digits_run(root, config=None, extra=None, per_class=2):
+    dataset = create_dataset("digits")
+    train = dataset.split("train")
+    members = dataset.class_indices("train")
+    writer = DistilledSetWriter(root, method="var-cls", config=config or {"var_ckpt": None, "vqvae_ckpt": None},
+                                dataset="digits", class_names=dataset.class_names, ipc=per_class, seed=0,
+                                extra={"generator": "var"} if extra is None else extra)
+    for class_index in writer.pending_classes():
+        writer.write_class(class_index, [train[i][0] for i in members[class_index][:per_class]])
+    return writer.finalize(), train, members
+
+
+def test_a_digits_var_run_is_tokenised_with_the_shipped_vqvae(tmp_path):
+    run, train, members = digits_run(tmp_path / "run")
+    vqvae = run_vqvae(run, CPU)
+    assert vqvae.source.endswith(SHIPPED_VQVAE) and vqvae.resolution == 16
+    token_set = tokenise(run, vqvae, CPU, batch_size=7)  # batches that do not divide the set
+    assert token_set.patch_nums == (1, 2, 3, 4, 6, 8) and token_set.vocab_size == 256
+    assert token_set.labels.tolist() == [c for c in range(10) for _ in range(2)]
+    _, reference = load_digits_models()
+    chosen = [i for c in range(10) for i in members[c][:2]]
+    images = torch.from_numpy(train.images[chosen]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    for ours, direct in zip(token_set.indices, reference.image_to_indices(images)):
+        np.testing.assert_array_equal(ours, direct.numpy())
+
+
+def test_a_run_without_a_known_vqvae_is_an_error_that_names_the_option(tmp_path):
+    run, _, _ = digits_run(tmp_path / "plain", extra={})
+    with pytest.raises(CheckpointError, match="--vqvae PATH"):
+        run_vqvae(run, CPU)
+    half, _, _ = digits_run(tmp_path / "half", config={"vqvae_ckpt": "vq.pth", "var_ckpt": None})
+    with pytest.raises(CheckpointError, match="no var_ckpt"):
+        run_vqvae(half, CPU)
+
+
+def test_runs_are_found_by_folder_or_run_id(tmp_path, isolated_home):
+    run, _, _ = digits_run(isolated_home / "runs" / "digits" / "var-cls-x")
+    assert open_run("digits/var-cls-x").root == run.root
+    with pytest.raises(DistilledSetError, match="no distilled run"):
+        open_run("digits/none")
