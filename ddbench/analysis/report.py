@@ -151,14 +151,14 @@ def _provenance(label: str, behind: list[dict[str, Any]]) -> str:
     items = []
     for row in behind:
         teacher = f" · teacher {row['teacher']}" if row["teacher"] else ""
+        versions = ", ".join(f"{name} {version}" for name, version in sorted(row["versions"].items()))
+        facts = {key: row[key] for key in ("method_config", "evaluator_config", "metrics", "teacher_info",
+                                           "distilled_path", "distilled_hash")}
         items.append(
             f"<li><b>{_e(row['student'])} seed {row['seed']}{_e(teacher)}: {row['value']:.4f}</b> "
             f"<small>run {_e(row['run_id'])} · {_e(row['created_at'])} · git {_e(row['git_hash'] or '-')} · "
-            f"{_e(', '.join(f'{k} {v}' for k, v in sorted(row['versions'].items())))}</small>"
-            f"<details><summary>method config {_e(config_hash(row['method_config']))}, evaluator config "
-            f"{_e(row['evaluator_config_hash'])}, metrics</summary>"
-            f"{_json_block({'method_config': row['method_config'], 'evaluator_config': row['evaluator_config'], 'metrics': row['metrics'], 'teacher': row['teacher_info'], 'distilled_path': row['distilled_path'], 'distilled_hash': row['distilled_hash']})}"
-            "</details></li>")
+            f"{_e(versions)}</small><details><summary>method config {_e(config_hash(row['method_config']))}, "
+            f"evaluator config {_e(row['evaluator_config_hash'])}, metrics</summary>{_json_block(facts)}</details></li>")
     return f"<h4>{_e(label)}</h4><ul>{''.join(items)}</ul>"
 
 
