@@ -59,7 +59,7 @@ def report_command(runs, dataset, ipc, out, results, title):
     store_path = Path(results) if results else paths.default_results_path()
     if results and not store_path.exists():
         raise ConfigError(f"no results database at {store_path}; pass the file `ddbench run --results` wrote")
-    store = ResultsStore(store_path) if store_path.exists() else None
+    store = ResultsStore(store_path, readonly=True) if store_path.exists() else None
     try:
         selection = select(store, runs, dataset, ipc)
     finally:

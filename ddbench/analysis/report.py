@@ -26,8 +26,7 @@ from ddbench.analysis.tokenise import open_run
 from ddbench.core import registry
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DDBenchError
-from ddbench.core.leaderboard import Table, build_tables
-from ddbench.core.pipeline import config_hash
+from ddbench.core.leaderboard import TABLE_KEYS, Table, build_tables
 from ddbench.core.results import ResultRow, ResultsStore
 
 PAGE = "index.html"
@@ -77,18 +76,16 @@ def tables_of(rows: Iterable[dict[str, Any]]) -> list[Table]:
         return build_tables(scratch)
 
 
-def row_label(row: dict[str, Any]) -> str:
-    """The leaderboard row a results row falls into (build_tables' rule for methods x students)."""
-    return row["method"] + (f" [teacher {row['teacher']}]" if row["teacher"] else "")
-
-
 def rows_behind(table: Table, rows: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """The results rows pooled into each leaderboard row of `table`."""
+    """The results rows pooled into each leaderboard row of `table` (same table keys, configuration
+    and teacher)."""
+    names = {(identity.configuration, identity.teacher_key): name for name, identity in table.row_identities.items()}
     grouped: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if (row["dataset"], row["ipc"], row["evaluator"], row["metric"], row["evaluator_config_hash"]) == (
-                table.dataset, table.ipc, table.evaluator, table.metric, table.evaluator_config_hash):
-            grouped.setdefault(row_label(row), []).append(row)
+        if all(row[key] == getattr(table, key) for key in TABLE_KEYS):
+            name = names.get((row["configuration"], row["teacher_key"]))
+            if name is not None:
+                grouped.setdefault(name, []).append(row)
     return grouped
 
 
@@ -112,15 +109,20 @@ def _json_block(value: Any) -> str:
     return f"<pre>{_e(json.dumps(value, indent=1, sort_keys=True, default=str))}</pre>"
 
 
-def _identity(label: str, behind: list[dict[str, Any]]) -> str:
-    """How a leaderboard row is identified: its label, configurations, distilled sets, seeds."""
-    method_hashes = sorted({config_hash(row["method_config"]) for row in behind})
+def _identity(name: str, table: Table, behind: list[dict[str, Any]]) -> str:
+    """How a leaderboard row is identified: label, configuration hash, generator and teacher
+    weights, the evaluator's protocol version, and how many evaluation and distillation seeds."""
+    identity = table.row_identities[name]
+    cells = [cell for (row, _), cell in table.cells.items() if row == name]
+    eval_seeds = sorted(set().union(*(cell.eval_seeds for cell in cells)))
+    distill_seeds = sorted(set().union(*(cell.distill_seeds for cell in cells)))
+    weights = " ".join(f"{role} {digest[:12]}" for role, digest in sorted(identity.weights.items())) or "none recorded"
+    teacher = f" · teacher {identity.teacher} {identity.teacher_key[:12]}" if identity.teacher else ""
     distilled = sorted({row["distilled_hash"][:12] for row in behind})
-    seeds = sorted({row["seed"] for row in behind})
-    warning = (f' <span class="warn">pools {len(method_hashes)} method configurations</span>'
-               if len(method_hashes) > 1 else "")
-    return (f"<b>{_e(label)}</b>{warning}<br><small>method config {_e(', '.join(method_hashes))} · distilled set "
-            f"{_e(', '.join(distilled))} · {len(distilled)} distilled set(s) · eval seeds {_e(', '.join(map(str, seeds)))}</small>")
+    return (f'<b>{_e(name)}</b><br><small class="identity">configuration {_e(identity.configuration[:12])} · weights '
+            f"{_e(weights)}{_e(teacher)} · {_e(table.evaluator)} protocol v{table.evaluator_protocol} · "
+            f"{len(eval_seeds)} eval seed(s) {_e(eval_seeds)} · {len(distill_seeds)} distill seed(s) {_e(distill_seeds)} · "
+            f"distilled sets {_e(', '.join(distilled))}</small>")
 
 
 def _leaderboard(table: Table, behind: dict[str, list[dict[str, Any]]], chart: Optional[str]) -> str:
@@ -135,7 +137,7 @@ def _leaderboard(table: Table, behind: dict[str, list[dict[str, Any]]], chart: O
                 continue
             cells.append(f'<td class="cell" data-table="{_e(table.title)}" data-row="{_e(row)}" data-column="{_e(column)}" data-mean="{cell.mean!r}" '
                          f'data-std="{cell.std!r}" data-n="{cell.n}">{_e(cell.render())}</td>')
-        body.append(f"<tr><td>{_identity(row, behind.get(row, []))}</td>{''.join(cells)}</tr>")
+        body.append(f"<tr><td>{_identity(row, table, behind.get(row, []))}</td>{''.join(cells)}</tr>")
     direction = " (lower is better)" if lower_is_better(table.evaluator) else ""
     provenance = "".join(_provenance(row, behind.get(row, [])) for row in table.rows)
     image = f'<img src="{_e(chart)}" alt="bar chart of {_e(table.title)}">' if chart else ""
@@ -152,13 +154,15 @@ def _provenance(label: str, behind: list[dict[str, Any]]) -> str:
     for row in behind:
         teacher = f" · teacher {row['teacher']}" if row["teacher"] else ""
         versions = ", ".join(f"{name} {version}" for name, version in sorted(row["versions"].items()))
-        facts = {key: row[key] for key in ("method_config", "evaluator_config", "metrics", "teacher_info",
-                                           "distilled_path", "distilled_hash")}
+        facts = {key: row[key] for key in ("method_config", "weights", "distill_seed", "evaluator_config", "recipe",
+                                           "metrics", "teacher_info", "dataset_fingerprint", "distilled_path",
+                                           "distilled_hash")}
         items.append(
             f"<li><b>{_e(row['student'])} seed {row['seed']}{_e(teacher)}: {row['value']:.4f}</b> "
             f"<small>run {_e(row['run_id'])} · {_e(row['created_at'])} · git {_e(row['git_hash'] or '-')} · "
-            f"{_e(versions)}</small><details><summary>method config {_e(config_hash(row['method_config']))}, "
-            f"evaluator config {_e(row['evaluator_config_hash'])}, metrics</summary>{_json_block(facts)}</details></li>")
+            f"{_e(versions)}</small><details><summary>configuration {_e(row['configuration'][:12])} "
+            f"({_e(row['label'])}), evaluator config {_e(row['evaluator_config_hash'])} ({_e(row['evaluator_label'])}), "
+            f"recipe, metrics</summary>{_json_block(facts)}</details></li>")
     return f"<h4>{_e(label)}</h4><ul>{''.join(items)}</ul>"
 
 

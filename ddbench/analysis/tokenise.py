@@ -1,9 +1,10 @@
 """The VQ-VAE of a distilled run, and the per-scale token maps of the run's images.
 
-Which VQ-VAE made a run, in order: an explicit `--vqvae PATH` (any set, e.g. real images or another
-tool's output), the run's `vqvae_ckpt` config key (its pyramid read from `var_ckpt`), else the
-weights ddbench ships for the run's dataset when a VAR-family method made it. Images are resized
-to the VQ-VAE's native resolution (Lanczos, centre crop) and encoded coarse to fine.
+Which VQ-VAE tokenises a run: an explicit `--vqvae PATH` (any folder, e.g. real images or another
+tool's output), else the one the run's manifest records in its weights identity (`weights.vqvae`,
+a SHA-256), found among the files ddbench knows: the run's `vqvae_ckpt` and the VQ-VAEs shipped in
+the package. Images are resized to the VQ-VAE's native resolution (Lanczos, centre crop) and
+encoded coarse to fine.
 """
 
 from __future__ import annotations
@@ -17,21 +18,29 @@ import torch
 
 from ddbench.analysis.tokens import TokenSet
 from ddbench.core import paths
-from ddbench.core.distilled import MANIFEST_NAME, DistilledSet, sha256_file
+from ddbench.core.distilled import MANIFEST_NAME, DistilledSet
 from ddbench.core.errors import CheckpointError, DistilledSetError
+from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution, open_rgb
 from ddbench.generators.var.vqvae import VQVAE
 
 
-def _shipped_digits_vqvae(device: torch.device) -> tuple[VQVAE, Path]:
-    from ddbench.generators.var.shipped import SHIPPED_VQVAE, load_digits_models, shipped_weights_dir
+def _shipped_digits_vqvae_path() -> Path:
+    from ddbench.generators.var.shipped import SHIPPED_VQVAE, shipped_weights_dir
 
-    _, vqvae = load_digits_models(device)
-    return vqvae, shipped_weights_dir() / SHIPPED_VQVAE
+    return shipped_weights_dir() / SHIPPED_VQVAE
 
 
-#: the VQ-VAEs ddbench ships, by dataset: what a VAR-family run without checkpoint keys used
-SHIPPED_VQVAES: dict[str, Callable[[torch.device], tuple[VQVAE, Path]]] = {"digits": _shipped_digits_vqvae}
+def _shipped_digits_vqvae(device: torch.device) -> VQVAE:
+    from ddbench.generators.var.shipped import load_digits_models
+
+    return load_digits_models(device)[1]
+
+
+#: the VQ-VAE files ddbench ships: (where the file is, how to load it with its scale pyramid)
+SHIPPED_VQVAES: list[tuple[Callable[[], Path], Callable[[torch.device], VQVAE]]] = [
+    (_shipped_digits_vqvae_path, _shipped_digits_vqvae),
+]
 
 
 @dataclass
@@ -69,6 +78,20 @@ def _pyramid_of(var_ckpt: str) -> tuple[int, ...]:
     return infer_var_config(state_dict, where).patch_nums
 
 
+def _candidates(run: DistilledSet) -> list[tuple[Path, Callable[[torch.device], VQVAE]]]:
+    """The VQ-VAE files that may have made `run`, each with its loader."""
+    from ddbench.generators.var.loading import load_vqvae
+
+    config = run.manifest.get("config", {}) or {}
+    found = []
+    if config.get("vqvae_ckpt") and Path(config["vqvae_ckpt"]).is_file():
+        pyramid = _pyramid_of(config["var_ckpt"]) if config.get("var_ckpt") else None
+        found.append((Path(config["vqvae_ckpt"]),
+                      lambda device: load_vqvae(config["vqvae_ckpt"], patch_nums=pyramid, device=device)))
+    found += [(locate(), load) for locate, load in SHIPPED_VQVAES if locate().is_file()]
+    return found
+
+
 def run_vqvae(run: DistilledSet, device: torch.device, vqvae_path: Optional[str] = None,
               patch_nums: Optional[Sequence[int]] = None) -> RunVQVAE:
     """The VQ-VAE that tokenises `run` (see the module docstring for the order)."""
@@ -77,19 +100,19 @@ def run_vqvae(run: DistilledSet, device: torch.device, vqvae_path: Optional[str]
     config = run.manifest.get("config", {}) or {}
     if vqvae_path:
         pyramid = patch_nums or (_pyramid_of(config["var_ckpt"]) if config.get("var_ckpt") else None)
-        model, path = load_vqvae(vqvae_path, patch_nums=pyramid, device=device), Path(vqvae_path)
-    elif config.get("vqvae_ckpt"):
-        if not config.get("var_ckpt"):
-            raise CheckpointError(f"{run.root / MANIFEST_NAME} names vqvae_ckpt but no var_ckpt to read the scale "
-                                  "pyramid from; pass --vqvae PATH --patch-nums 1,2,...")
-        model = load_vqvae(config["vqvae_ckpt"], patch_nums=_pyramid_of(config["var_ckpt"]), device=device)
-        path = Path(config["vqvae_ckpt"])
-    elif run.manifest.get("extra", {}).get("generator") == "var" and run.manifest.get("dataset") in SHIPPED_VQVAES:
-        model, path = SHIPPED_VQVAES[run.manifest["dataset"]](device)
-    else:
-        raise CheckpointError(f"{run.root} was made by {run.method!r} without a VQ-VAE ddbench knows of; pass "
-                              "--vqvae PATH (and --patch-nums 1,2,... unless it is the release's pyramid)")
-    return RunVQVAE(model.eval(), str(path), sha256_file(path))
+        model = load_vqvae(vqvae_path, patch_nums=pyramid, device=device)
+        return RunVQVAE(model.eval(), str(vqvae_path), cached_sha256_file(vqvae_path))
+    recorded = (run.manifest.get("weights") or {}).get("vqvae")
+    hint = "pass --vqvae PATH (and --patch-nums 1,2,... unless it is the release's pyramid)"
+    if not recorded:
+        raise CheckpointError(f"{run.root / MANIFEST_NAME} records no VQ-VAE (method {run.method!r}); {hint}")
+    candidates = _candidates(run)
+    for path, load in candidates:
+        if cached_sha256_file(path) == recorded:
+            return RunVQVAE(load(device).eval(), str(path), recorded)
+    known = ", ".join(str(path) for path, _ in candidates) or "none"
+    raise CheckpointError(f"{run.root} was made with the VQ-VAE of sha256 {recorded[:16]}..., and no file ddbench knows "
+                          f"has that hash (looked at: {known}); {hint}")
 
 
 @torch.no_grad()

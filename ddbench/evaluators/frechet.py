@@ -33,7 +33,8 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from ddbench.core import paths
-from ddbench.core.distilled import DistilledSet, sha256_file
+from ddbench.core.distilled import DistilledSet
+from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.errors import CheckpointError, ConfigError, DataError
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, EvalResult, EvalTask, Evaluator
@@ -110,9 +111,9 @@ def image_statistics(dataset: torch.utils.data.Dataset, indices: np.ndarray, res
 
 
 def split_fingerprint(dataset: DatasetSpec, split: torch.utils.data.Dataset) -> str:
-    """What identifies the real images: dataset, root, count, labels, and the files' names and sizes
-    (file-backed splits) or the pixel bytes (array-backed ones)."""
-    digest = hashlib.sha256(json.dumps([dataset.name, str(dataset.root), len(split)]).encode())
+    """What identifies the real images: the dataset's fingerprint, root, count, labels, and the files'
+    names and sizes (file-backed splits) or the pixel bytes (array-backed ones)."""
+    digest = hashlib.sha256(json.dumps([dataset.fingerprint(), str(dataset.root), len(split)], sort_keys=True).encode())
     digest.update(np.asarray(list(getattr(split, "targets", [])), dtype=np.int64).tobytes())
     if hasattr(split, "samples"):
         for path, _ in split.samples:
@@ -216,7 +217,7 @@ def resolve_inception_weights(config: FIDConfig) -> tuple[Path, str]:
             except Exception as exc:  # offline, proxy, wrong file: one line that says what to do
                 raise CheckpointError(f"FID needs the standard Inception-V3 weights {INCEPTION_FILE} and could not fetch "
                                       f"them ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); {where}") from exc
-    sha256 = sha256_file(path)
+    sha256 = cached_sha256_file(path)
     if config.require_standard_weights and not sha256.startswith(INCEPTION_SHA256_PREFIX):
         raise CheckpointError(f"{path} is not the standard {INCEPTION_FILE} (sha256 {sha256[:16]}..., expected "
                               f"{INCEPTION_SHA256_PREFIX}...): its distances would not be FIDs; {where}, or pass "

@@ -26,12 +26,16 @@ DIGITS_PYRAMID = "1,2,3,4,6,8"
 
 def add_rows(store: ResultsStore, run, evaluator: str, metric: str, values: dict[tuple[str, int], float],
              teacher: str | None = None) -> None:
+    identity = run.identity
     for (student, seed), value in values.items():
         store.add(ResultRow(
-            run_id=f"colour/{run.method}", method=run.method, dataset="colour_squares", ipc=run.ipc, evaluator=evaluator,
-            student=student, seed=seed, metric=metric, value=value, metrics={metric: value},
-            method_config=run.manifest["config"], evaluator_config={"epochs": 3}, evaluator_config_hash=f"{evaluator}-h",
-            distilled_path=str(run.root), distilled_hash=run.content_hash, wall_time_s=1.0, teacher=teacher))
+            run_id=identity.run_id, configuration=identity.configuration, label=identity.label, method=run.method,
+            method_config=dict(identity.config), weights=dict(identity.weights), dataset="colour_squares",
+            dataset_fingerprint="colours", resolution=8, ipc=run.ipc, distill_seed=identity.seed, evaluator=evaluator,
+            evaluator_protocol=1, evaluator_config={"epochs": 3}, evaluator_config_hash=f"{evaluator}-h",
+            evaluator_label=evaluator, student=student, seed=seed, metric=metric, value=value, metrics={metric: value},
+            distilled_path=str(run.root), distilled_hash=run.content_hash, wall_time_s=1.0, teacher=teacher,
+            teacher_key="teacher-sha" if teacher else ""))
 
 
 @pytest.fixture
@@ -65,7 +69,7 @@ def expected_cells(results: Path) -> dict[tuple[str, str, str], tuple[float, flo
     grouped: dict[tuple[str, str, str], list[float]] = {}
     with ResultsStore(results) as store:
         for row in store.rows():
-            label = row["method"] + (f" [teacher {row['teacher']}]" if row["teacher"] else "")
+            label = row["label"] + (f" [teacher {row['teacher']}]" if row["teacher"] else "")
             grouped.setdefault((row["evaluator"], label, row["student"]), []).append(row["value"])
     return {key: (statistics.fmean(v), statistics.stdev(v) if len(v) > 1 else 0.0, len(v)) for key, v in grouped.items()}
 
@@ -116,6 +120,11 @@ def test_report_renders_in_chromium_with_every_image_and_the_stores_numbers(two_
         assert float(attributes["data-std"]) == pytest.approx(std, abs=1e-12)
         assert int(attributes["data-n"]) == n
         assert text.strip() == f"{mean:.2f} ± {std:.2f} (n={n})"
+
+    text = page.read_text()  # how each row is identified
+    for run in (first, shifted):
+        assert f"configuration {run.identity.configuration[:12]}" in text
+    assert text.count("hard_label protocol v1 · 3 eval seed(s) [0, 1, 2] · 1 distill seed(s) [0]") == 2
 
     missing = next(out.glob("img/*grid.png"))
     missing.unlink()

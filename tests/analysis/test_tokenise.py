@@ -10,20 +10,22 @@ import torch
 from ddbench.analysis.tokenise import open_run, run_vqvae, tokenise
 from ddbench.core.distilled import DistilledSetWriter
 from ddbench.core.errors import CheckpointError, DistilledSetError
+from ddbench.core.identity import RunIdentity
 from ddbench.core.registry import create_dataset
 from ddbench.generators.var import load_digits_models
-from ddbench.generators.var.shipped import SHIPPED_VQVAE
+from ddbench.generators.var.shipped import SHIPPED_VQVAE, shipped_weights_identity
 
 CPU = torch.device("cpu")
 
 
-def digits_run(root, config=None, extra=None, per_class=2):
+def digits_run(root, weights=None, per_class=2):
+    """Real digits written as a var-cls run whose manifest records `weights` (default: the shipped ones)."""
     dataset = create_dataset("digits")
     train = dataset.split("train")
     members = dataset.class_indices("train")
-    writer = DistilledSetWriter(root, method="var-cls", config=config or {"var_ckpt": None, "vqvae_ckpt": None},
-                                dataset="digits", class_names=dataset.class_names, ipc=per_class, seed=0,
-                                extra={"generator": "var"} if extra is None else extra)
+    identity = RunIdentity(method="var-cls", config={"var_ckpt": None, "vqvae_ckpt": None}, dataset=dataset.fingerprint(),
+                           ipc=per_class, seed=0, weights=shipped_weights_identity() if weights is None else weights)
+    writer = DistilledSetWriter(root, identity, dataset.class_names, extra={"generator": "var"})
     for class_index in writer.pending_classes():
         writer.write_class(class_index, [train[i][0] for i in members[class_index][:per_class]])
     return writer.finalize(), train, members
@@ -44,12 +46,12 @@ def test_a_digits_var_run_is_tokenised_with_the_shipped_vqvae(tmp_path):
 
 
 def test_a_run_without_a_known_vqvae_is_an_error_that_names_the_option(tmp_path):
-    run, _, _ = digits_run(tmp_path / "plain", extra={})
-    with pytest.raises(CheckpointError, match="--vqvae PATH"):
-        run_vqvae(run, CPU)
-    half, _, _ = digits_run(tmp_path / "half", config={"vqvae_ckpt": "vq.pth", "var_ckpt": None})
-    with pytest.raises(CheckpointError, match="no var_ckpt"):
-        run_vqvae(half, CPU)
+    unrecorded, _, _ = digits_run(tmp_path / "plain", weights={})
+    with pytest.raises(CheckpointError, match="records no VQ-VAE.*--vqvae PATH"):
+        run_vqvae(unrecorded, CPU)
+    foreign, _, _ = digits_run(tmp_path / "foreign", weights={"vqvae": "ab" * 32})
+    with pytest.raises(CheckpointError, match="no file ddbench knows.*--vqvae PATH"):
+        run_vqvae(foreign, CPU)
 
 
 def test_runs_are_found_by_folder_or_run_id(tmp_path, isolated_home):

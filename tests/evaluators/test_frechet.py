@@ -110,10 +110,11 @@ def test_pipeline_writes_one_row_for_an_evaluator_without_students_or_seeds(tmp_
     teacher = random_teacher(dataset)
     with ResultsStore(tmp_path / "results.sqlite") as store:
         rows, skipped = evaluate(
-            distilled, dataset, "colour/first", [frechet.TeacherFrechet(frechet.FrechetConfig(real_max_images=40))],
+            distilled, dataset, [frechet.TeacherFrechet(frechet.FrechetConfig(real_max_images=40))],
             ["resnet18", "convnet3"], ["convnet3"], [3, 4, 5], torch.device("cpu"), store,
             TeacherCache(lambda *args: teacher, torch.device("cpu"), None))
         stored = list(store.rows())
     assert len(rows) == 1 and skipped == 0
     assert (stored[0]["student"], stored[0]["seed"], stored[0]["teacher"]) == (NO_STUDENT, 3, "convnet3")
+    assert stored[0]["teacher_key"] == "test-teacher" and stored[0]["details"]["real_statistics"] == "computed"
     assert stored[0]["metric"] == "frechet_teacher_distance" and stored[0]["value"] > 0
