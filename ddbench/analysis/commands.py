@@ -29,12 +29,13 @@ def analyze_group() -> None:
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default <RUN>/analysis/tokens[-vs-OTHER]/).")
 @click.option("--vqvae", default=None, help="VQ-VAE checkpoint to tokenise with (default: the one that made RUN).")
 @click.option("--patch-nums", default=None, help="Scale pyramid of --vqvae, e.g. 1,2,3,4,6,8 (default: the release's).")
+@click.option("--dataset", default=None, help="Dataset whose classes name the folders of a RUN without manifest.json.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def tokens_command(run, other, class_name, out, vqvae, patch_nums, device):
+def tokens_command(run, other, class_name, out, vqvae, patch_nums, dataset, device):
     """Per-scale codebook entropy and coverage of RUN (a run folder or run id), per class and stage."""
     from ddbench.analysis.diagnose import analyse_tokens
 
-    path = analyse_tokens(run, other, out, class_name, vqvae, _scales(patch_nums), device)
+    path = analyse_tokens(run, other, out, class_name, vqvae, _scales(patch_nums), device, dataset)
     click.echo(f"wrote {path} and its figures")
 
 

@@ -15,6 +15,7 @@ from typing import Any, Optional, Sequence
 import ddbench
 from ddbench.analysis import figures, tokens
 from ddbench.analysis.tokenise import open_run, run_vqvae, tokenise
+from ddbench.core import registry
 from ddbench.core.device import resolve_device
 from ddbench.core.errors import ConfigError
 
@@ -35,10 +36,13 @@ def default_output(run_root: Path, other_root: Optional[Path]) -> Path:
 
 def analyse_tokens(run_ref: str, vs_ref: Optional[str] = None, out_dir: Optional[str | Path] = None,
                    class_name: Optional[str] = None, vqvae_path: Optional[str] = None,
-                   patch_nums: Optional[Sequence[int]] = None, device: str = "auto") -> Path:
-    """Run the token diagnostics; returns the written `tokens.json`."""
+                   patch_nums: Optional[Sequence[int]] = None, device: str = "auto",
+                   dataset: Optional[str] = None) -> Path:
+    """Run the token diagnostics; returns the written `tokens.json`. `dataset` names the classes of
+    folders without a manifest (another tool's output, real images)."""
     resolved_device = resolve_device(device)
-    runs = [open_run(run_ref)] + ([open_run(vs_ref)] if vs_ref else [])
+    class_names = registry.create_dataset(dataset).class_names if dataset else None
+    runs = [open_run(run_ref, class_names)] + ([open_run(vs_ref, class_names)] if vs_ref else [])
     if len(runs) == 2 and runs[0].class_names != runs[1].class_names:
         raise ConfigError(f"{runs[0].root} and {runs[1].root} distil different class lists; compare runs of one dataset")
     vqvaes = [run_vqvae(run, resolved_device, vqvae_path, patch_nums) for run in runs]

@@ -59,3 +59,22 @@ def test_runs_are_found_by_folder_or_run_id(tmp_path, isolated_home):
     assert open_run("digits/var-cls-x").root == run.root
     with pytest.raises(DistilledSetError, match="no distilled run"):
         open_run("digits/none")
+
+
+def test_a_folder_of_real_images_is_analysed_with_an_explicit_vqvae(tmp_path):
+    from ddbench.analysis.diagnose import analyse_tokens
+    from ddbench.generators.var.shipped import shipped_weights_dir
+
+    dataset = create_dataset("digits")
+    train, members = dataset.split("train"), dataset.class_indices("train")
+    for class_index, name in enumerate(dataset.class_names):
+        (tmp_path / "real" / name).mkdir(parents=True)
+        for i in members[class_index][:3]:
+            train[i][0].save(tmp_path / "real" / name / f"{i}.png")
+    result = analyse_tokens(str(tmp_path / "real"), out_dir=tmp_path / "out", vqvae_path=str(shipped_weights_dir() / SHIPPED_VQVAE),
+                            patch_nums=(1, 2, 3, 4, 6, 8), device="cpu", dataset="digits")
+    import json
+
+    record = json.loads(result.read_text())
+    assert record["runs"][0]["method"] == "external" and record["runs"][0]["summary"]["images"] == 30
+    assert record["figure3"] is None and set(record["figures"]) == {"usage", "figure4"}
