@@ -10,6 +10,7 @@ import numpy as np
 
 from ddbench.analysis.tokens import METRICS, OUTCOMES
 from ddbench.core.errors import ConfigError
+from ddbench.core.interfaces import NO_STUDENT
 from ddbench.core.images import open_rgb
 
 EXTRA_HINT = "pip install 'ddbench[analysis]'"
@@ -113,14 +114,16 @@ def leaderboard_bars(row_names: Sequence[str], column_names: Sequence[str],
         means = [cell[0] for _, cell in present]
         stds = [cell[1] for _, cell in present]
         bars = axis.bar(x, means, width, yerr=stds, capsize=3, label=column)
-        for bar, (_, cell) in zip(bars, present):
-            axis.annotate(f"n={cell[2]}", (bar.get_x() + bar.get_width() / 2, bar.get_height()), fontsize=7,
+        for bar, (_, cell) in zip(bars, present):  # n above the error bar
+            axis.annotate(f"n={cell[2]}", (bar.get_x() + bar.get_width() / 2, cell[0] + cell[1]), fontsize=7,
                           ha="center", va="bottom", xytext=(0, 2), textcoords="offset points")
     axis.set_xticks(positions, row_names, rotation=20 if len(row_names) > 3 else 0, ha="right" if len(row_names) > 3 else "center",
                     fontsize=8)
     axis.set_ylabel(metric + (" (lower is better)" if lower_is_better else ""), fontsize=8)
     axis.set_title(title, fontsize=8)
-    axis.legend(title="student", fontsize=7, title_fontsize=7)
+    if list(column_names) != [NO_STUDENT]:
+        axis.legend(title="student", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.margins(y=0.12)
     return _save(figure, path)
 
 

@@ -227,7 +227,7 @@ STYLE = """body{font-family:sans-serif;margin:1.5em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #bbb;padding:.25em .5em;text-align:right;vertical-align:top}
 td:first-child,th:first-child{text-align:left}img{max-width:100%;display:block;margin:.5em 0}
 pre{background:#f4f4f4;padding:.5em;font-size:11px;overflow:auto}.warn{color:#b00}.broken{color:#b00;font-weight:bold}
-section{border-top:1px solid #ddd;margin-top:1em}small{color:#555}"""
+section{border-top:1px solid #ddd;margin-top:1em}small{color:#555}td.cell{white-space:nowrap}"""
 
 # Marks every image as loaded or not once the page has loaded (a missing file is shown, not hidden).
 CHECK_IMAGES = """window.addEventListener("load",function(){var broken=0;
