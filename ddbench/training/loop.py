@@ -29,7 +29,7 @@ from ddbench.training.checkpoint import (
     restore_random_state,
     save_atomic,
 )
-from ddbench.training.data import TensorImageSet
+from ddbench.training.data import ImageSet, TensorImageSet
 
 
 @dataclass
@@ -89,23 +89,23 @@ def prepare_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_top1(
     model: nn.Module,
-    val_set: TensorImageSet,
+    val_set: ImageSet,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     device: torch.device,
     batch_size: int = 256,
     amp: bool = True,
 ) -> float:
-    """Top-1 accuracy in percent of `model` on a uint8 tensor set (already resized and cropped)."""
+    """Top-1 accuracy in percent of `model` on a uint8 image set (already resized and cropped),
+    held in memory or streamed from disk."""
     was_training = model.training
     model.eval()
     correct = 0
-    for start in range(0, len(val_set), batch_size):
-        images = val_set.images[start : start + batch_size].to(device, non_blocking=True)
-        images = prepare_inputs(normalize(images.float().div_(255), mean, std), device)
+    for images, labels in val_set.batches(batch_size):
+        images = prepare_inputs(normalize(images.to(device, non_blocking=True).float().div_(255), mean, std), device)
         with autocast(device, amp):
             logits = model(images)
-        correct += int((logits.argmax(1).cpu() == val_set.labels[start : start + batch_size]).sum())
+        correct += int((logits.argmax(1).cpu() == labels).sum())
     model.train(was_training)
     return 100.0 * correct / len(val_set)
 
