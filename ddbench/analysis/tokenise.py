@@ -2,8 +2,8 @@
 
 Which VQ-VAE tokenises a run: an explicit `--vqvae PATH` (any folder, e.g. real images or another
 tool's output), else the one the run's manifest records in its weights identity (`weights.vqvae`,
-a SHA-256), found among the files ddbench knows: the run's `vqvae_ckpt` and the VQ-VAEs shipped in
-the package. Images are resized to the VQ-VAE's native resolution (Lanczos, centre crop) and
+a SHA-256), found among the files ddbench knows: the run's `vqvae_ckpt`, the VQ-VAEs shipped in
+the package, and the weights table's VQ-VAEs (the release's, from the cache or downloaded). Images are resized to the VQ-VAE's native resolution (Lanczos, centre crop) and
 encoded coarse to fine.
 """
 
@@ -110,9 +110,16 @@ def run_vqvae(run: DistilledSet, device: torch.device, vqvae_path: Optional[str]
     for path, load in candidates:
         if cached_sha256_file(path) == recorded:
             return RunVQVAE(load(device).eval(), str(path), recorded)
+    from ddbench.generators import weights as table
+
+    for entry in table.TABLE.values():  # a table VQ-VAE (the release's): from the cache, or downloaded
+        if entry.kind == "vqvae" and table.known_sha256(entry) == recorded:
+            path = table.resolve_weights(entry, option="--vqvae PATH")
+            pyramid = _pyramid_of(config["var_ckpt"]) if config.get("var_ckpt") else None
+            return RunVQVAE(load_vqvae(path, patch_nums=pyramid, device=device).eval(), str(path), recorded)
     known = ", ".join(str(path) for path, _ in candidates) or "none"
-    raise CheckpointError(f"{run.root} was made with the VQ-VAE of sha256 {recorded[:16]}..., and no file ddbench knows "
-                          f"has that hash (looked at: {known}); {hint}")
+    raise CheckpointError(f"{run.root} was made with the VQ-VAE of sha256 {recorded[:16]}..., and neither the weights "
+                          f"table nor the files ddbench knows have that hash (looked at: {known}); {hint}")
 
 
 @torch.no_grad()

@@ -50,7 +50,7 @@ def test_a_run_without_a_known_vqvae_is_an_error_that_names_the_option(tmp_path)
     with pytest.raises(CheckpointError, match="records no VQ-VAE.*--vqvae PATH"):
         run_vqvae(unrecorded, CPU)
     foreign, _, _ = digits_run(tmp_path / "foreign", weights={"vqvae": "ab" * 32})
-    with pytest.raises(CheckpointError, match="no file ddbench knows.*--vqvae PATH"):
+    with pytest.raises(CheckpointError, match="neither the weights table nor the files ddbench knows.*--vqvae PATH"):
         run_vqvae(foreign, CPU)
 
 
@@ -78,3 +78,22 @@ def test_a_folder_of_real_images_is_analysed_with_an_explicit_vqvae(tmp_path):
     record = json.loads(result.read_text())
     assert record["runs"][0]["method"] == "external" and record["runs"][0]["summary"]["images"] == 30
     assert record["figure3"] is None and set(record["figures"]) == {"usage", "figure4"}
+
+
+def test_a_run_recording_a_weights_table_vqvae_loads_it_from_the_cache(tmp_path, isolated_home, monkeypatch):
+    from ddbench.generators import weights
+    from ddbench.generators.var.configs import VQVAEConfig
+    from ddbench.generators.var.loading import build_vqvae
+    from ddbench.core.hashing import sha256_file
+
+    torch.manual_seed(0)  # a tiny VQ-VAE on the release's 10-scale pyramid, 16 px in, 16x16 latent
+    model = build_vqvae(VQVAEConfig(vocab_size=16, z_channels=4, ch=32, ch_mult=(1,), num_res_blocks=1))
+    entry = weights.WeightsEntry(name="tiny_vq", kind="vqvae", repo_id="test/tiny", files=(weights.WeightFile("tiny.pth"),))
+    entry.cache_dir().mkdir(parents=True)
+    torch.save(model.state_dict(), entry.cache_path())
+    digest = sha256_file(entry.cache_path())
+    monkeypatch.setitem(weights.TABLE, entry.name, entry)
+    run, _, _ = digits_run(tmp_path / "run", weights={"generator": "g", "vqvae": digest})
+    vqvae = run_vqvae(run, CPU)
+    assert vqvae.source == str(entry.cache_path()) and vqvae.sha256 == digest
+    assert tokenise(run, vqvae, CPU).patch_nums == (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
