@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ddbench.core import paths, registry
-from ddbench.core.config import config_to_dict
+from ddbench.core.config import config_to_dict, identity_config
 from ddbench.core.device import resolve_device
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter, read_manifest
 from ddbench.core.errors import ConfigError
@@ -128,7 +128,7 @@ def build_identity(method: Method, dataset: DatasetSpec, ipc: int, seed: int, te
         weights["teacher"] = teacher.checkpoint_sha256 or f"unhashed:{teacher.source}"
     return RunIdentity(
         method=method.name,
-        config=config_to_dict(method.config),
+        config=identity_config(method.config),
         dataset=dataset.fingerprint(),
         ipc=ipc,
         seed=seed,
@@ -188,8 +188,13 @@ def distill(
     identity = identity or build_identity(method, dataset, ipc, seed, teacher)
     seed_everything(seed)
     task = DistillTask(dataset=dataset, ipc=ipc, seed=seed, device=device, writer=None, teacher=teacher, progress=progress)  # type: ignore[arg-type]
-    task.writer = DistilledSetWriter(out_dir, identity, dataset.class_names,
+    task.writer = DistilledSetWriter(out_dir, identity, dataset.class_names, config=config_to_dict(method.config),
                                      teacher=teacher.info() if teacher else None, extra=method.manifest_extra(task))
+    recorded, wanted = task.writer.manifest.get("config", {}), config_to_dict(method.config)
+    differing = [f"{key}={recorded.get(key)!r}" for key in wanted if key in recorded and recorded[key] != wanted[key]]
+    if differing:
+        progress.log(f"{out_dir} was made with {', '.join(differing)}: keys that change no image, so its images are "
+                     "kept as they are; pass --out DIR for a folder made with the new values")
     if not task.writer.pending_classes() and task.writer.manifest.get("complete"):
         return DistilledSet.open(out_dir, class_names=dataset.class_names, dataset=dataset.name)
     return method.distill(task)
