@@ -91,6 +91,20 @@ def resolve_config(
     return config_cls(**values)
 
 
+#: field metadata of config keys that do not change what a run produces (where extra files go,
+#: seed-invariant batch sizes): recorded with the run, but left out of its identity, so setting
+#: them never splits a leaderboard row. Use as `field(default=..., metadata=NOT_IN_IDENTITY)`.
+NOT_IN_IDENTITY = {"identity": False}
+
+
+def identity_config(config: Any) -> dict[str, Any]:
+    """The JSON-ready config without the keys marked NOT_IN_IDENTITY."""
+    values = config_to_dict(config)
+    if config is None:
+        return values
+    return {f.name: values[f.name] for f in dataclasses.fields(config) if f.metadata.get("identity", True)}
+
+
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A JSON-ready dict of a resolved config."""
     if config is None:

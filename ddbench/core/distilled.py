@@ -110,6 +110,7 @@ class DistilledSetWriter:
         identity: RunIdentity,
         class_names: Sequence[str],
         *,
+        config: dict[str, Any] | None = None,
         teacher: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
     ):
@@ -128,7 +129,7 @@ class DistilledSetWriter:
                     "format": FORMAT,
                     "identity": identity.to_dict(),
                     "method": identity.method,
-                    "config": dict(identity.config),
+                    "config": dict(config if config is not None else identity.config),  # every resolved key
                     "dataset": identity.dataset["name"],
                     "ipc": identity.ipc,
                     "seed": identity.seed,
