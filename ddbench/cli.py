@@ -71,6 +71,14 @@ class DDBenchGroup(click.Group):
                 raise
             err_console.print(f"[red]error:[/red] {escape(distributed.process_label())}{exc}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except OSError as exc:  # a full, read-only or forbidden disk anywhere: one line, not a traceback
+            from ddbench.core.files import storage_error
+
+            error = storage_error(exc, exc.filename or "a file", "write")
+            if error is None or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted:[/yellow] finished classes and evaluations are kept; rerun the same command to resume")
             sys.exit(130)

@@ -21,15 +21,15 @@ checksum (None: the file's sha256 is computed on first use and recorded, never c
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 from ddbench.core.errors import CheckpointError, ConfigError, FetchError
+from ddbench.core.files import disk_errors, locked
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.paths import home
 from ddbench.core.progress import NullProgress, Progress
@@ -243,28 +243,9 @@ def resolve_weights(entry: WeightsEntry | str, explicit: str | os.PathLike | Non
         if _offline():
             raise FetchError(f"{entry.name} is not in the cache and HF_HUB_OFFLINE=1 forbids downloading it: "
                              + _where_to_put(entry, option))
-        with _download_lock(entry):  # under torchrun every rank may get here: one downloads, the rest reuse it
-            for weight_file in missing:
-                if not (entry.cache_dir() / weight_file.filename).is_file():
-                    download_file(entry, weight_file, progress=progress, option=option)
+        for weight_file in missing:
+            download_file(entry, weight_file, progress=progress, option=option)
     return entry.cache_path()
-
-
-@contextlib.contextmanager
-def _download_lock(entry: WeightsEntry) -> Iterator[None]:
-    """An exclusive lock on the entry's cache folder while it downloads (POSIX; elsewhere none)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    entry.cache_dir().mkdir(parents=True, exist_ok=True)
-    with open(entry.cache_dir() / ".download.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _check_cached(entry: WeightsEntry, weight_file: WeightFile) -> None:
@@ -282,7 +263,19 @@ def download_file(entry: WeightsEntry, weight_file: WeightFile, *, progress: Pro
     """Download one file of `entry` to `<cache>/<file>.part`, check size and sha256, rename into place.
 
     A `.part` left by an interrupted download is resumed (HTTP Range) when the server allows it.
+    Two processes that need the same file download it once: the second waits on a lock, then
+    finds it in place.
     """
+    destination = entry.cache_dir() / weight_file.filename
+    with disk_errors(destination.parent, "create"):
+        destination.parent.mkdir(parents=True, exist_ok=True)
+    with locked(destination.with_name(f".{destination.name}.lock")):
+        if destination.is_file():
+            return destination
+        return _download_file_locked(entry, weight_file, progress, option)
+
+
+def _download_file_locked(entry: WeightsEntry, weight_file: WeightFile, progress: Progress, option: str | None) -> Path:
     try:
         from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status
     except ImportError as exc:

@@ -3,8 +3,6 @@ checkpoint's accuracy, list the cache. Thin: parse, call `TeacherStore`, print o
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
@@ -85,12 +83,18 @@ def check_command(dataset: str, arch: str, checkpoint: str, data_root: str | Non
 @teacher_group.command("ls")
 def list_command() -> None:
     """The cached teachers with their accuracy and recipe hash."""
+    from ddbench.core.errors import CheckpointError
     from ddbench.core.paths import home
+    from ddbench.teachers.store import read_record
 
     root = home() / "teachers"
     records = sorted(root.glob("*/*.json")) if root.exists() else []
     if not records:
         click.echo(f"no cached teachers under {root}")
     for path in records:
-        record = json.loads(path.read_text())
+        try:
+            record = read_record(path)
+        except CheckpointError as exc:
+            click.echo(f"unusable: {exc}")
+            continue
         click.echo(f"{record['dataset']:<12} {record['arch']:<16} top-1 {record['accuracy']:6.2f}%  recipe {record['recipe_hash']}  {path.with_suffix('.pt')}")

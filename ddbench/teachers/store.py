@@ -23,6 +23,7 @@ import ddbench
 from ddbench.core import distributed
 from ddbench.core.hashing import cached_sha256_file, sha256_file
 from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.files import write_atomic
 from ddbench.core.interfaces import DatasetSpec, Teacher
 from ddbench.core.paths import home
 from ddbench.core.progress import NullProgress, Progress
@@ -61,6 +62,28 @@ def check_accuracy(accuracy: float, dataset: DatasetSpec, source: str) -> None:
             f"{100 / dataset.num_classes:.1f}%, required {floor:.1f}%): its class order or dataset does not match "
             f"{dataset.name}'s ({', '.join(dataset.class_names[:3])}, ...); retrain it or fix the class mapping"
         )
+
+
+RECORD_KEYS = ("sha256", "accuracy", "class_names")
+
+
+def read_record(record_path: Path) -> dict[str, Any]:
+    """A cached teacher's `.json` record; a malformed one is a CheckpointError that says what to delete."""
+    fix = f"delete it and {record_path.with_suffix('.pt').name} to retrain the teacher"
+    try:
+        record = json.loads(record_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"teacher record {record_path} is not valid JSON ({exc}); {fix}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read teacher record {record_path} ({exc.strerror or exc}); {fix}") from exc
+    if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
+        raise CheckpointError(f"teacher record {record_path} is not a ddbench teacher record "
+                              f"(it needs {', '.join(RECORD_KEYS)}); {fix}")
+    accuracy = record["accuracy"]
+    if (not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not isinstance(record["sha256"], str)
+            or not isinstance(record["class_names"], list)):
+        raise CheckpointError(f"teacher record {record_path} holds a malformed accuracy, sha256 or class_names; {fix}")
+    return record
 
 
 def parse_checkpoint_option(value: str | os.PathLike | Mapping[str, Any] | None) -> dict[str | None, Path]:
@@ -137,10 +160,7 @@ class TeacherStore:
         record_path = self.cache_path(dataset, arch).with_suffix(".json")
         if not record_path.is_file():
             return None
-        try:
-            return json.loads(record_path.read_text()).get("sha256")
-        except ValueError as exc:
-            raise CheckpointError(f"{record_path} is not valid JSON ({exc}); delete it and its .pt to retrain") from exc
+        return read_record(record_path)["sha256"]
 
     @staticmethod
     def _checkpoint_key(path: str | os.PathLike, rows: list[int] | None) -> str:
@@ -173,7 +193,7 @@ class TeacherStore:
         record_path = path.with_suffix(".json")
         if not record_path.exists():
             raise CheckpointError(f"{path} has no record {record_path.name} (interrupted write?); delete {path} to retrain")
-        record = json.loads(record_path.read_text())
+        record = read_record(record_path)
         checksum = sha256_file(path)
         if checksum != record.get("sha256"):
             raise CheckpointError(f"{path} does not match the checksum in {record_path.name}; delete both to retrain")
@@ -196,8 +216,8 @@ class TeacherStore:
             if checkpoint == current or not checkpoint.is_file():
                 continue
             try:
-                record = json.loads(record_path.read_text())
-            except ValueError:
+                record = read_record(record_path)
+            except CheckpointError:  # a broken record is reported when it is the one asked for
                 continue
             if record.get("arch") != arch or record.get("class_names") != list(dataset.class_names):
                 continue
@@ -276,9 +296,7 @@ class TeacherStore:
             "device": str(device),
             "ddbench_version": ddbench.__version__,
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, path.with_suffix(".json"))
+        write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False))
         distributed.broadcast_object(record)
         return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
 

@@ -3,11 +3,18 @@
 Per epoch: a seeded permutation of the in-memory training set; per batch: augment on the device,
 mix, forward, objective, step; the lr schedule steps once per epoch; validation runs after the
 epochs listed in `validate_after`. Evaluators differ only in the parts they pass in.
+
+The resume state is optional: a state file that cannot be used (truncated, from another version)
+is moved aside with a warning and the training starts over; a state that cannot be saved (full
+disk) costs only the ability to resume. A loss that turns NaN or infinite stops the training with
+a TrainingDivergedError naming the epoch, never a silent chance-level result.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -18,6 +25,8 @@ from torch import nn
 
 from ddbench.core import distributed
 from ddbench.core.device import autocast
+from ddbench.core.errors import CheckpointError, StorageError, TrainingDivergedError
+from ddbench.core.files import set_aside
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, normalize
@@ -58,26 +67,70 @@ class TrainingHistory:
 _RANDOM_STREAMS = ("order+augment", "cutmix")
 
 
-def _save_state(resume: ResumePoint, epoch: int, model, optimizer, scheduler, generator, mix_rng, history) -> None:
-    save_atomic(checkpoint_payload(
-        resume, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-        scheduler=scheduler.state_dict(), random=random_state(dict(zip(_RANDOM_STREAMS, (generator, mix_rng)))),
-        history=dataclasses.asdict(history),
-    ), resume.path)
+#: also check the running loss every this many batches, so a long epoch stops soon after diverging
+DIVERGENCE_CHECK_BATCHES = 50
 
 
-def _load_state(resume: ResumePoint, model, optimizer, scheduler, generator, mix_rng) -> tuple[int, TrainingHistory] | None:
-    """Restore everything `_save_state` wrote; returns (first epoch to run, history so far)."""
-    state = load_checkpoint(resume)
-    if state is None:
+def _save_state(resume: ResumePoint, epoch: int, model, optimizer, scheduler, generator, mix_rng, history,
+                progress: Progress) -> None:
+    """Save the optional resume state; a disk that refuses it costs only the ability to resume."""
+    try:
+        save_atomic(checkpoint_payload(
+            resume, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+            scheduler=scheduler.state_dict(), random=random_state(dict(zip(_RANDOM_STREAMS, (generator, mix_rng)))),
+            history=dataclasses.asdict(history),
+        ), resume.path)
+    except (StorageError, OSError) as exc:
+        progress.log(f"warning: the training state was not saved ({exc}); training goes on, "
+                     "but an interruption now restarts it from its last saved state")
+
+
+def _load_state(resume: ResumePoint, model, optimizer, scheduler, generator, mix_rng,
+                progress: Progress) -> tuple[int, TrainingHistory] | None:
+    """Restore everything `_save_state` wrote; returns (first epoch to run, history so far).
+
+    A state that cannot be used is moved aside (named in a warning) and everything is put back
+    as it was before the attempt, so the training starts over exactly as a fresh one."""
+    if not resume.path.is_file():
         return None
-    load_module_state(model, state["model"], resume.path)
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    restore_random_state(state["random"], dict(zip(_RANDOM_STREAMS, (generator, mix_rng))))
-    history = TrainingHistory(**state["history"])
-    history.val_top1 = {int(k): v for k, v in history.val_top1.items()}
-    return state["epoch"] + 1, history
+    sources = dict(zip(_RANDOM_STREAMS, (generator, mix_rng)))
+    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), scheduler.state_dict(),
+             random_state(sources))
+    try:
+        state = load_checkpoint(resume)
+        load_module_state(model, state["model"], resume.path)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_random_state(state["random"], sources)
+        history = TrainingHistory(**state["history"])
+        history.val_top1 = {int(k): v for k, v in history.val_top1.items()}
+        return int(state["epoch"]) + 1, history
+    except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
+        model.load_state_dict(fresh[0])
+        optimizer.load_state_dict(fresh[1])
+        scheduler.load_state_dict(fresh[2])
+        restore_random_state(fresh[3], sources)
+        reason = str(exc).rsplit("; delete", 1)[0] if isinstance(exc, CheckpointError) else (
+            f"training state {resume.path} does not hold what this training saves ({type(exc).__name__}: {exc})")
+        try:
+            where = f"moved it to {set_aside(resume.path).name}"
+        except StorageError as move_error:
+            where = f"could not move it aside ({move_error})"
+        progress.log(f"warning: {reason}; {where} and started this training from scratch")
+        return None
+
+
+def _check_finite(loss: float, where: str, description: str, lr: float, mixed_precision: bool,
+                  resume: ResumePoint | None) -> None:
+    """Stop a diverged training; its saved state would only lead to the same divergence, so it goes."""
+    if math.isfinite(loss):
+        return
+    if resume is not None:
+        resume.path.unlink(missing_ok=True)
+    knobs = "lower the learning rate (--set lr=...)" + (" or train in float32 (--set amp=false)" if mixed_precision else "")
+    raise TrainingDivergedError(
+        f"{description}: the training loss became {loss} in {where} (lr {lr:.3g}); the training diverged: {knobs}"
+    )
 
 
 def validation_epochs(epochs: int, last_fraction: float, every: int) -> list[int]:
@@ -155,7 +208,7 @@ def train_model(
     progress = progress or NullProgress()
     history = TrainingHistory()
     first_epoch = 0
-    restored = _load_state(resume, model, optimizer, scheduler, generator, mix_rng) if resume is not None else None
+    restored = _load_state(resume, model, optimizer, scheduler, generator, mix_rng, progress) if resume is not None else None
     if restored is not None:
         first_epoch, history = restored
     rank, world = distributed.data_parallel_world()
@@ -163,6 +216,7 @@ def train_model(
         check_same_start(first_epoch, resume.path if resume else None, "epochs")
     validate_after = set(validate_after)
     precision = Precision.from_flag(device, amp)
+    lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])  # as configured
     num_images = len(train_set)
     model.train()
     with synchronized_batchnorm(model, device), progress.task(description, total=epochs) as bar:
@@ -190,10 +244,15 @@ def train_model(
                 loss_sum += loss.detach()
                 batches += 1
                 history.images_seen += len(indices)
+                if batches % DIVERGENCE_CHECK_BATCHES == 0:
+                    _check_finite(float(loss_sum), f"epoch {epoch + 1} of {epochs} (batch {batches})", description, lr,
+                                  precision.mode != "fp32", resume)
             scheduler.step()
             if world > 1:  # the global batches' mean losses, as one process would have logged them
                 loss_sum = distributed.all_reduce_sum(loss_sum) / world
             history.epoch_losses.append(float(loss_sum) / max(batches, 1))  # one sync per epoch
+            _check_finite(history.epoch_losses[-1], f"epoch {epoch + 1} of {epochs}", description, lr, precision.mode != "fp32",
+                          resume)
             history.train_seconds += time.perf_counter() - started
             if validate is not None and epoch in validate_after:
                 started = time.perf_counter()
@@ -202,10 +261,10 @@ def train_model(
                 history.val_top1[epoch] = accuracy
                 bar.update(f"{description} (epoch {epoch + 1}: top-1 {accuracy:.1f}%)")
             if resume is not None and (epoch + 1) % resume.every == 0 and epoch + 1 < epochs and distributed.is_writer():
-                _save_state(resume, epoch, model, optimizer, scheduler, generator, mix_rng, history)
+                _save_state(resume, epoch, model, optimizer, scheduler, generator, mix_rng, history, progress)
             bar.advance()
-    if resume is not None and distributed.is_writer() and resume.path.exists():
-        resume.path.unlink()  # finished: the result is what counts now
+    if resume is not None and distributed.is_writer():
+        resume.path.unlink(missing_ok=True)  # finished: the result is what counts now
     return history
 
 

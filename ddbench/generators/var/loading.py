@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 
 from ddbench.core.errors import CheckpointError
+from ddbench.core.files import unreadable_reason
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.var.configs import RELEASE_PATCH_NUMS, VARConfig, VQVAEConfig
 from ddbench.generators.var.transformer import VARTransformer
@@ -69,7 +70,7 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], str]:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); the file is "
+        raise CheckpointError(f"checkpoint {path} could not be read ({unreadable_reason(exc)}); the file is "
                               "truncated or not a torch checkpoint, download it again") from exc
     if isinstance(payload, Mapping):
         for wrapper in ("state_dict", "model"):
@@ -87,7 +88,7 @@ def checkpoint_num_classes(source: str | os.PathLike) -> int:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); the file is "
+        raise CheckpointError(f"checkpoint {path} could not be read ({unreadable_reason(exc)}); the file is "
                               "truncated or not a torch checkpoint, download it again") from exc
     for wrapper in ("state_dict", "model"):
         if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):

@@ -35,6 +35,7 @@ from ddbench.training import (
     sampled_batch,
     shard_key,
 )
+from ddbench.training.checkpoint import save_atomic
 from ddbench.training.steps import StepLoss
 
 VQVAE_WEIGHTS, VAR_WEIGHTS = "vqvae.pth", "var.pth"
@@ -106,7 +107,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
 
     summary = fit_stage("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"] and distributed.is_writer():
-        torch.save(model.state_dict(), out_dir / VQVAE_WEIGHTS)
+        save_atomic(model.state_dict(), out_dir / VQVAE_WEIGHTS)  # never a torn file that looks finished
         summary["val_psnr_db"] = evaluate_psnr(model, val_set, preset.resolution, device, progress)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     return summary
@@ -188,7 +189,7 @@ def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: 
 
     summary = fit_stage("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"] and distributed.is_writer():
-        torch.save(model.state_dict(), out_dir / VAR_WEIGHTS)
+        save_atomic(model.state_dict(), out_dir / VAR_WEIGHTS)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     summary["tokens_per_step"] = config.batch_size * total_tokens
     return summary

@@ -24,6 +24,7 @@ from ddbench.generators.var.loading import Source
 from ddbench.generators.var.training import batch_indices, encode_split, fit_stage
 from ddbench.generators.var.vqvae import VQVAE
 from ddbench.training import shard_key
+from ddbench.training.checkpoint import save_atomic
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
 FINETUNED_WEIGHTS = "var_hieramp.pth"
@@ -125,7 +126,7 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
     if summary["finished"]:
         model.requires_grad_(False)
         if distributed.is_writer():
-            torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
+            save_atomic(model.state_dict(), out_dir / FINETUNED_WEIGHTS)  # never a torn file that looks finished
         distributed.barrier("finetuned-weights")  # the file exists for every rank from here on
         if val_set is not None:
             val_tokens, val_labels = encode_split(vqvae, val_set, resolution, device, progress, "validation images")

@@ -13,13 +13,14 @@ Images are made at the VQ-VAE's resolution and saved at the dataset's (Lanczos, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from PIL import Image
 
+from ddbench.core.config import NOT_IN_IDENTITY
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
@@ -49,13 +50,16 @@ class VarConfig:
     cfg: float = 4.0  # classifier-free guidance, ramped linearly over the scales
     top_k: int = 900
     top_p: float = 0.95
-    batch_size: int = 25  # images sampled together (the release's batch); one generator per image
+    # images sampled together (the release's batch); one generator per image, so it changes no image
+    batch_size: int = field(default=25, metadata=NOT_IN_IDENTITY)
 
 
 @dataclass
 class VarClsConfig(VarConfig):
-    save_saliency: bool = False  # write per-scale class-token maps + overlays to <run>/saliency/
-    saliency_block: int = -2  # block whose class-token attention is saved when not amplifying
+    # write per-scale class-token maps + overlays to <run>/saliency/ (the images stay the same)
+    save_saliency: bool = field(default=False, metadata=NOT_IN_IDENTITY)
+    # block whose class-token attention is saved when not amplifying
+    saliency_block: int = field(default=-2, metadata=NOT_IN_IDENTITY)
 
 
 @dataclass

@@ -16,7 +16,6 @@ Recipes (`FinetuneConfig`; every draw seeded, resumable from the work folder):
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from dataclasses import asdict, replace
@@ -26,6 +25,7 @@ from typing import Any, Optional
 import torch
 
 from ddbench.core import distributed, paths
+from ddbench.core.files import write_atomic
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.interfaces import DatasetSpec
 from ddbench.core.progress import NullProgress, Progress
@@ -112,10 +112,7 @@ def finetune_for_dataset(dataset: DatasetSpec, *, config: Optional[FinetuneConfi
     if not distributed.is_writer():  # under torchrun rank 0 installs the weights; wait until it has
         distributed.barrier("subset-class-token-weights")
         return {**summary, "weights": str(target)}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".part")
-    shutil.copyfile(work / FINETUNED_WEIGHTS, partial)
-    os.replace(partial, target)
+    write_atomic(target, lambda temporary: shutil.copyfile(work / FINETUNED_WEIGHTS, temporary))
     record = {
         "command": command(dataset), "dataset": dataset.name, "recipe": asdict(config),
         "base": {BASE_VAR: cached_sha256_file(var_path), BASE_VQVAE: cached_sha256_file(vqvae_path)},
@@ -123,7 +120,7 @@ def finetune_for_dataset(dataset: DatasetSpec, *, config: Optional[FinetuneConfi
         "wall_seconds": round(time.time() - started, 1), "device": str(device), "torch": torch.__version__,
         "sha256": cached_sha256_file(target), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    target.with_suffix(".json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    write_atomic(target.with_suffix(".json"), json.dumps(record, indent=2, default=str) + "\n")
     distributed.barrier("subset-class-token-weights")
     return {**summary, "weights": str(target)}
 
