@@ -6,8 +6,8 @@ for CPU tensors) and everything else asks this module who it is (`rank`, `world_
 `is_main`), which device it owns (`device_for`), and exchanges small objects (`barrier`,
 `broadcast_object`, `all_gather_object`, `send_to_main` / `receive_on_main`).
 
-Small objects travel through the rendezvous store (the TCPStore torchrun already runs), tensors
-through the process group. Store waits have no deadline, because a rank can legitimately wait for
+Small objects travel as JSON (never pickles) through the rendezvous store (the TCPStore torchrun
+already runs), tensors through the process group. Store waits have no deadline, because a rank can legitimately wait for
 hours (rank 0 waiting for another rank's last class); instead every wait watches for a failure:
 a rank that raises posts its message before it exits (`report_failure`), and a watchdog thread in
 every rank stops its process with that message, or when a rank stops beating (killed, machine
@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
-import pickle
 import sys
 import threading
 import time
@@ -300,16 +300,16 @@ def barrier(name: str = "barrier") -> None:
 
 
 def broadcast_object(value: T, src: int = 0) -> T:
-    """`value` of rank `src` on every rank (picklable, small: configs, decisions, records)."""
+    """`value` of rank `src` on every rank (small and JSON-able: decisions, lists, records)."""
     if not is_distributed():
         return value
     session = _require()
     key = session.next_key("broadcast")
     if session.rank == src:
-        session.store.set(key, pickle.dumps(value))
+        session.store.set(key, _encode(value))
         return value
     _wait(lambda: session.store.check([key]), f"a value from rank {src}")
-    return pickle.loads(session.store.get(key))
+    return _decode(session.store.get(key))
 
 
 def all_gather_object(value: T) -> list[T]:
@@ -318,10 +318,10 @@ def all_gather_object(value: T) -> list[T]:
         return [value]
     session = _require()
     key = session.next_key("gather")
-    session.store.set(f"{key}/{session.rank}", pickle.dumps(value))
+    session.store.set(f"{key}/{session.rank}", _encode(value))
     keys = [f"{key}/{r}" for r in range(session.world_size)]
     _wait(lambda: session.store.check(keys), "values from every rank")
-    return [pickle.loads(session.store.get(k)) for k in keys]
+    return [_decode(session.store.get(k)) for k in keys]
 
 
 def channel(name: str) -> str:
@@ -334,7 +334,7 @@ def channel(name: str) -> str:
 def send_to_main(channel_name: str, item: object, value: Any) -> None:
     """Post `value` under (channel, item) for rank 0 to pick up."""
     session = _require()
-    session.store.set(f"{channel_name}/{item}", pickle.dumps(value))
+    session.store.set(f"{channel_name}/{item}", _encode(value))
 
 
 def receive_on_main(channel_name: str, item: object, block: bool = True) -> Any | None:
@@ -345,7 +345,7 @@ def receive_on_main(channel_name: str, item: object, block: bool = True) -> Any 
         _wait(lambda: session.store.check([key]), f"item {item} of {channel_name.rsplit('/', 2)[-2]}")
     elif not session.store.check([key]):
         return None
-    value = pickle.loads(session.store.get(key))
+    value = _decode(session.store.get(key))
     session.store.delete_key(key)
     return value
 
@@ -360,6 +360,15 @@ def all_reduce_sum(tensor):
 
 
 # ----- internals -----
+def _encode(value: Any) -> bytes:
+    """Store messages are JSON, never pickles: nothing read from the store can run code."""
+    return json.dumps(value).encode()
+
+
+def _decode(data: bytes) -> Any:
+    return json.loads(data.decode())
+
+
 def _require() -> _Session:
     if _session is None:
         raise RuntimeError("ddbench.core.distributed: no process group (call initialize() or use session())")

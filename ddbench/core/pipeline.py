@@ -7,6 +7,7 @@ results store (same run, evaluator config, student, teacher, seed) are skipped u
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import difflib
 import time
 from dataclasses import dataclass, field
@@ -311,17 +312,17 @@ def evaluate(
                 if distributed.is_main():
                     record(index, row, bar)
                 elif spread:
-                    distributed.send_to_main(mailbox, index, row)
+                    distributed.send_to_main(mailbox, index, dataclasses.asdict(row))
                 if spread and distributed.is_main():  # rows other ranks finished meanwhile
                     for other in range(len(pending)):
                         if other not in finished_rows and other % distributed.world_size() != 0:
                             arrived = distributed.receive_on_main(mailbox, other, block=False)
                             if arrived is not None:
-                                record(other, arrived, bar)
+                                record(other, ResultRow(**arrived), bar)
             if spread and distributed.is_main():
                 for other in range(len(pending)):
                     if other not in finished_rows:
-                        record(other, distributed.receive_on_main(mailbox, other), bar)
+                        record(other, ResultRow(**distributed.receive_on_main(mailbox, other)), bar)
         rows.extend(finished_rows[index] for index in sorted(finished_rows))
     return rows, skipped
 
