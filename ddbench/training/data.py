@@ -1,5 +1,5 @@
-"""Image sets held in memory as uint8 tensors: the distilled training set and the real
-validation split, decoded and resized once per evaluation instead of once per epoch."""
+"""Image sets held in memory as uint8 tensors: the distilled training set, the real validation
+split and a generator's training images, decoded and resized once instead of once per epoch."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from torchvision.transforms import v2 as transforms
 from torchvision.transforms.v2 import functional as TF
 
 from ddbench.core.errors import DataError
+from ddbench.core.progress import NullProgress, Progress
 
 
 @dataclass
@@ -35,14 +36,32 @@ def square_resize(resolution: int) -> Callable[[Image.Image], Image.Image]:
     return transforms.Resize((resolution, resolution), antialias=True)
 
 
-def load_tensor_set(dataset: torch.utils.data.Dataset, pil_transform: Callable, description: str = "images") -> TensorImageSet:
+def center_square_resize(resolution: int) -> Callable[[Image.Image], Image.Image]:
+    """Generators' training images: centre-crop to a square, then resize (PIL bicubic) to
+    resolution x resolution; an image already that size is left as it is."""
+
+    def transform(image: Image.Image) -> Image.Image:
+        width, height = image.size
+        if width != height:
+            side = min(width, height)
+            left, top = (width - side) // 2, (height - side) // 2
+            image = image.crop((left, top, left + side, top + side))
+        return image if image.size == (resolution, resolution) else image.resize((resolution, resolution), Image.BICUBIC)
+
+    return transform
+
+
+def load_tensor_set(dataset: torch.utils.data.Dataset, pil_transform: Callable, description: str = "images",
+                    progress: Progress | None = None) -> TensorImageSet:
     """Decode every (PIL image, label) of `dataset`, apply `pil_transform`, stack as uint8."""
     images, labels = [], []
-    for index in range(len(dataset)):
-        image, label = dataset[index]
-        image = pil_transform(image.convert("RGB"))
-        images.append(TF.pil_to_tensor(image))
-        labels.append(int(label))
+    with (progress or NullProgress()).task(f"loading {description}", total=len(dataset)) as bar:
+        for index in range(len(dataset)):
+            image, label = dataset[index]
+            image = pil_transform(image.convert("RGB"))
+            images.append(TF.pil_to_tensor(image))
+            labels.append(int(label))
+            bar.advance()
     if not images:
         raise DataError(f"{description}: the dataset is empty")
     shapes = {tuple(t.shape) for t in images}

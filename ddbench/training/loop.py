@@ -8,10 +8,8 @@ epochs listed in `validate_after`. Evaluators differ only in the parts they pass
 from __future__ import annotations
 
 import dataclasses
-import os
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -20,7 +18,17 @@ from torch import nn
 
 from ddbench.core.device import autocast
 from ddbench.core.progress import NullProgress, Progress
+from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, normalize
+from ddbench.training.checkpoint import (
+    ResumePoint,
+    checkpoint_payload,
+    load_checkpoint,
+    load_module_state,
+    random_state,
+    restore_random_state,
+    save_atomic,
+)
 from ddbench.training.data import TensorImageSet
 
 
@@ -39,39 +47,26 @@ class TrainingHistory:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
 
-@dataclass
-class ResumePoint:
-    """Where a long training saves its state every `every` epochs, so an interrupted evaluation
-    resumes at the last saved epoch and, all draws being seeded, ends exactly as if uninterrupted."""
-
-    path: Path
-    every: int = 10
+_RANDOM_STREAMS = ("order+augment", "cutmix")
 
 
 def _save_state(resume: ResumePoint, epoch: int, model, optimizer, scheduler, generator, mix_rng, history) -> None:
-    state = {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "generator": generator.get_state(),
-        "mix_rng": mix_rng.bit_generator.state,
-        "history": dataclasses.asdict(history),
-    }
-    resume.path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = resume.path.with_name(resume.path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, resume.path)
+    save_atomic(checkpoint_payload(
+        resume, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(), random=random_state(dict(zip(_RANDOM_STREAMS, (generator, mix_rng)))),
+        history=dataclasses.asdict(history),
+    ), resume.path)
 
 
-def _load_state(resume: ResumePoint, model, optimizer, scheduler, generator, mix_rng) -> tuple[int, TrainingHistory]:
+def _load_state(resume: ResumePoint, model, optimizer, scheduler, generator, mix_rng) -> tuple[int, TrainingHistory] | None:
     """Restore everything `_save_state` wrote; returns (first epoch to run, history so far)."""
-    state = torch.load(resume.path, map_location="cpu", weights_only=False)
-    model.load_state_dict(state["model"])
+    state = load_checkpoint(resume)
+    if state is None:
+        return None
+    load_module_state(model, state["model"], resume.path)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    generator.set_state(state["generator"])
-    mix_rng.bit_generator.state = state["mix_rng"]
+    restore_random_state(state["random"], dict(zip(_RANDOM_STREAMS, (generator, mix_rng))))
     history = TrainingHistory(**state["history"])
     history.val_top1 = {int(k): v for k, v in history.val_top1.items()}
     return state["epoch"] + 1, history
@@ -138,13 +133,16 @@ def train_model(
 ) -> TrainingHistory:
     """Train `model` in place; returns the history. `generator` drives batch order and
     augmentation, `mix_rng` drives CutMix, so a seed fixes every draw. With `resume`, state is
-    saved every `resume.every` epochs and a saved state is picked up where it stopped."""
+    saved every `resume.every` epochs (atomically, see `training.checkpoint`) and a saved state is
+    picked up where it stopped."""
     progress = progress or NullProgress()
     history = TrainingHistory()
     first_epoch = 0
-    if resume is not None and resume.path.exists():
-        first_epoch, history = _load_state(resume, model, optimizer, scheduler, generator, mix_rng)
+    restored = _load_state(resume, model, optimizer, scheduler, generator, mix_rng) if resume is not None else None
+    if restored is not None:
+        first_epoch, history = restored
     validate_after = set(validate_after)
+    precision = Precision.from_flag(device, amp)
     num_images = len(train_set)
     model.train()
     with progress.task(description, total=epochs) as bar:
@@ -159,12 +157,11 @@ def train_model(
                 labels = train_set.labels[indices].to(device, non_blocking=True)
                 images = prepare_inputs(augment(images, generator), device)
                 batch = cutmix(images, labels, mix_rng) if cutmix is not None else MixedBatch(images, labels, labels, 1.0)
-                with autocast(device, amp):
+                with precision.autocast():
                     logits = model(batch.images)
                 loss = objective(logits, batch)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                precision.backward_step(loss, optimizer)
                 loss_sum += loss.detach()
                 batches += 1
                 history.images_seen += len(indices)

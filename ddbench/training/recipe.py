@@ -14,7 +14,8 @@ from ddbench.core.seeding import derive_seed, numpy_generator, torch_generator
 from ddbench.models import create_model, to_device
 from ddbench.training.augment import CutMix, TrainAugment
 from ddbench.training.data import TensorImageSet
-from ddbench.training.loop import ResumePoint, TrainingHistory, evaluate_top1, train_model
+from ddbench.training.checkpoint import ResumePoint
+from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model
 from ddbench.training.optim import build_optimizer
 from ddbench.training.schedule import build_epoch_scheduler
 

@@ -1,9 +1,14 @@
-"""Per-epoch learning-rate factors. The RDED protocol's is a quarter cosine: it starts at 1x and
-ends near 0.5x (not 0), which is part of what makes its numbers comparable, so it is kept as is."""
+"""Learning-rate schedules: per-epoch factors for the classifier loop, per-step warm-up + cosine
+for `fit`.
+
+The RDED protocol's per-epoch schedule is a quarter cosine: it starts at 1x and ends near 0.5x
+(not 0), which is part of what makes its numbers comparable, so it is kept as is.
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -38,3 +43,34 @@ def build_epoch_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: i
         raise ConfigError(f"unknown lr schedule {name!r}; use one of {', '.join(SCHEDULES)}")
     factor = SCHEDULES[name]
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factor(epoch, epochs))
+
+
+@dataclass(frozen=True)
+class WarmupCosine:
+    """Per-step lr from a group's peak: linear warm-up over `warmup_steps` (step s trains at
+    peak * (s + 1) / warmup_steps), then a half cosine from the peak down to
+    `final_fraction * peak` at `total_steps` (a warm-up longer than the run just never ends).
+    warmup_steps 0 and final_fraction 1 give a constant."""
+
+    total_steps: int
+    warmup_steps: int = 0
+    final_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.total_steps < 1 or self.warmup_steps < 0:
+            raise ConfigError(f"schedule needs total_steps >= 1 (got {self.total_steps}) and warmup_steps >= 0 "
+                              f"(got {self.warmup_steps})")
+        if not 0.0 <= self.final_fraction <= 1.0:
+            raise ConfigError(f"final_fraction must be in [0, 1], got {self.final_fraction}")
+
+    def __call__(self, peak_lr: float, step: int) -> float:
+        if step < self.warmup_steps:
+            return peak_lr * (step + 1) / self.warmup_steps
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        floor = self.final_fraction
+        return peak_lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+def constant_lr(peak_lr: float, step: int) -> float:
+    """The step schedule that keeps every group at its peak lr."""
+    return peak_lr
