@@ -57,7 +57,7 @@ def diffusers_to_official(state: Mapping[str, torch.Tensor], depth: int, where: 
         for key, value in copies.items():
             if block == 0:
                 out[key] = value
-            elif not torch.equal(out[key], value) and value.device.type != "meta":
+            elif value.device.type != "meta" and not torch.equal(out[key], value):
                 raise CheckpointError(f"{where}: block {block}'s copy of {key} differs from block 0's; the official DiT "
                                       "has one shared timestep/label embedder, so this model cannot be represented")
         ours = f"blocks.{block}."

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,29 +47,36 @@ def pairwise_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a @ b.T) / (a.norm(dim=-1)[:, None] * b.norm(dim=-1)[None, :])
 
 
-class ClassMemories:
-    """Per-class FIFO memories of real latents and detached generated x0 (each (C, H, W))."""
+class ClassMemories(nn.Module):
+    """Per-class memories of the last `size` real latents and detached generated x0, as ring buffers.
 
-    def __init__(self, size: int):
+    The loss only takes a min/max over a memory, so a ring buffer holds exactly what the release's
+    FIFO lists hold. Buffers (not Python lists) so that they travel with the training checkpoint and
+    a resumed fine-tune continues with the same memories.
+    """
+
+    def __init__(self, num_classes: int, size: int, latent_shape: tuple[int, ...]):
+        super().__init__()
         self.size = size
-        self.real: dict[int, deque] = defaultdict(lambda: deque(maxlen=size))
-        self.generated: dict[int, deque] = defaultdict(lambda: deque(maxlen=size))
+        self.register_buffer("real", torch.zeros(num_classes, size, *latent_shape))
+        self.register_buffer("generated", torch.zeros(num_classes, size, *latent_shape))
+        self.register_buffer("seen", torch.zeros(num_classes, dtype=torch.long))  # items ever added per class
 
+    def count(self, class_id: int) -> int:
+        return min(int(self.seen[class_id]), self.size)
+
+    def items(self, class_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, generated) of one class, each (n, C, H, W) with n <= size."""
+        n = self.count(class_id)
+        return self.real[class_id, :n], self.generated[class_id, :n]
+
+    @torch.no_grad()
     def add(self, class_id: int, real: torch.Tensor, generated: torch.Tensor) -> None:
-        self.real[class_id].extend(real.detach())
-        self.generated[class_id].extend(generated.detach())
-
-    def state_dict(self) -> dict:
-        return {"size": self.size,
-                "real": {c: torch.stack(list(items)) for c, items in self.real.items() if items},
-                "generated": {c: torch.stack(list(items)) for c, items in self.generated.items() if items}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__init__(state["size"])
-        for class_id, stacked in state["real"].items():
-            self.real[int(class_id)].extend(stacked)
-        for class_id, stacked in state["generated"].items():
-            self.generated[int(class_id)].extend(stacked)
+        for item_real, item_generated in zip(real, generated):
+            slot = int(self.seen[class_id]) % self.size
+            self.real[class_id, slot] = item_real.to(self.real.dtype)
+            self.generated[class_id, slot] = item_generated.detach().to(self.generated.dtype)
+            self.seen[class_id] += 1
 
 
 def minimax_terms(pred_xstart: torch.Tensor, latents: torch.Tensor, class_ids: torch.Tensor,
@@ -82,9 +88,8 @@ def minimax_terms(pred_xstart: torch.Tensor, latents: torch.Tensor, class_ids: t
     for class_id in classes:
         members = class_ids.to(pred_xstart.device) == class_id
         predicted = pred_xstart[members].flatten(1)
-        if memories.generated[class_id]:
-            real = torch.stack(list(memories.real[class_id])).flatten(1)
-            generated = torch.stack(list(memories.generated[class_id])).flatten(1)
+        if memories.count(class_id):
+            real, generated = (items.flatten(1).clone() for items in memories.items(class_id))  # add() writes in place
             representativeness = representativeness + (1 - pairwise_cosine(predicted, real).min()) * weights.lambda_rep / len(classes)
             diversity = diversity + pairwise_cosine(predicted, generated).max() * weights.lambda_div / len(classes)
         memories.add(class_id, latents[members], pred_xstart[members])
@@ -94,10 +99,11 @@ def minimax_terms(pred_xstart: torch.Tensor, latents: torch.Tensor, class_ids: t
 class MinimaxObjective:
     """Diffusion loss + Minimax terms for one batch of clean latents; holds the class memories."""
 
-    def __init__(self, weights: MinimaxWeights = MinimaxWeights(), diffusion: GaussianDiffusion | None = None):
+    def __init__(self, memories: ClassMemories, weights: MinimaxWeights = MinimaxWeights(),
+                 diffusion: GaussianDiffusion | None = None):
         self.weights = weights
         self.diffusion = diffusion or GaussianDiffusion()
-        self.memories = ClassMemories(weights.memory_size)
+        self.memories = memories
 
     def __call__(self, model: Callable[..., torch.Tensor], latents: torch.Tensor, class_ids: torch.Tensor,
                  labels: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

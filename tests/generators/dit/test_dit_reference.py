@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from ddbench.generators.dit.diffusion import GaussianDiffusion, respaced_timesteps
-from ddbench.generators.dit.minimax import MinimaxObjective, MinimaxWeights, minimax_trainable
+from ddbench.generators.dit.minimax import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
 from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, guided_output
 from tests.generators.dit import helpers as H
 
@@ -93,7 +93,8 @@ def test_minimax_fine_tuning_steps():
     minimax_trainable(model)
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=expected["lr"], weight_decay=0)
-    objective = MinimaxObjective(MinimaxWeights(expected["lambda_rep"], expected["lambda_div"], expected["memory_size"]))
+    memories = ClassMemories(num_classes=3, size=expected["memory_size"], latent_shape=(4, 8, 8))
+    objective = MinimaxObjective(memories, MinimaxWeights(expected["lambda_rep"], expected["lambda_div"], expected["memory_size"]))
     for batch, recorded in zip(H.minimax_batches(), expected["steps"]):
         labels = torch.tensor([expected["label_map"][c] for c in batch["class_ids"].tolist()])
         loss, metrics = objective(model, batch["latents"], batch["class_ids"], labels, batch["t"], batch["noise"])
@@ -111,4 +112,6 @@ def test_minimax_fine_tuning_steps():
     for key, values in expected["ema_after"].items():
         close(ema_state[key].flatten()[:4], values, atol=1e-6)
     assert torch.equal(state["blocks.3.attn.qkv.weight"], start["blocks.3.attn.qkv.weight"])
-    assert all(len(items) <= expected["memory_size"] for items in objective.memories.real.values())
+    assert memories.seen.tolist() == [6, 6, 4]  # the memories kept only the last 3 of each class
+    last_real_of_class_1 = H.minimax_batches()[3]["latents"][1]
+    assert any(torch.equal(item, last_real_of_class_1) for item in memories.items(1)[0])

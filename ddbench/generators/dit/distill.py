@@ -1,0 +1,116 @@
+"""The shared part of the DiT-based methods (`dit`, `minimax`, `hieramp-dit`): load a DiT and its codec,
+map the dataset's classes to the generator's labels, sample per-image-seeded images, save them.
+
+Every image draws from its own generator, (seed, "dit-sample", class, image), shared by the three
+methods, so they are compared on equal seeds and a class-sharded run makes the same images.
+Images are made at the generator's resolution and saved at the dataset's (Lanczos, center crop).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+from PIL import Image
+
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.images import fit_to_resolution
+from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
+from ddbench.generators.dit.codecs import PixelCodec, load_sd_vae, to_uint8
+from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
+
+SAMPLE_PURPOSE = "dit-sample"
+
+
+@dataclass
+class DiTSamplingConfig:
+    """Minimax's sample.py defaults: 50 respaced steps, cfg 4 on 3 channels, the sd-vae-ft-mse decoder."""
+
+    dit_ckpt: Optional[str] = None  # official .pt, diffusers folder or hub id; digits: the shipped weights
+    num_heads: Optional[int] = None  # only for checkpoints of a width the release does not have
+    vae: str = "mse"  # mse | ema | a hub id or folder (latent models only)
+    steps: int = 50
+    cfg: float = 4.0
+    batch_size: int = 10  # images per forward; never changes which image a seed gives
+
+
+def generator_class_indices(dataset: DatasetSpec, num_classes: int) -> list[int]:
+    """For each dataset class, the generator's label: the same index when the generator was trained on
+    this dataset, the ImageNet-1K index (through the WNID map) for a 1000-class generator."""
+    if num_classes == dataset.num_classes:
+        return list(range(dataset.num_classes))
+    indices = getattr(dataset, "imagenet1k_indices", None)
+    if num_classes == 1000 and indices is not None:
+        return list(indices)
+    raise CheckpointError(f"the DiT checkpoint has {num_classes} classes but {dataset.name} has {dataset.num_classes} "
+                          "and no ImageNet-1K index map; pass a checkpoint trained on this dataset")
+
+
+class DiTSamplingMethod(Method):
+    """Sampling-only DiT methods; subclasses say which weights (`load_model`) and which step guidance."""
+
+    Config = DiTSamplingConfig
+    #: hub id of the released weights used for 1000-class (ImageNet-indexed) datasets, when no dit_ckpt is given
+    release_weights: Optional[str] = "facebook/DiT-XL-2-256"
+
+    def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
+        return {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)",
+                "weights": getattr(self, "weights_info", None)}
+
+    def shipped_model(self, task: DistillTask):
+        """(model, codec, info) shipped for this dataset, or None."""
+        from ddbench.generators.dit.shipped import shipped_base_model
+
+        return shipped_base_model(task.dataset.name, task.device)
+
+    def load_model(self, task: DistillTask):
+        """(DiT, codec, info) on the task's device."""
+        from ddbench.generators.dit.loading import load_dit
+
+        config = self.config
+        if config.dit_ckpt:
+            model = load_dit(config.dit_ckpt, num_heads=config.num_heads, device=task.device)
+            info = {"weights": "given", "dit_ckpt": config.dit_ckpt}
+        else:
+            shipped = self.shipped_model(task)
+            if shipped is not None:
+                return shipped
+            if self.release_weights is None or getattr(task.dataset, "imagenet1k_indices", None) is None:
+                raise CheckpointError(self.missing_weights_message(task.dataset))
+            model = load_dit(self.release_weights, device=task.device)
+            info = {"weights": "release", "dit_ckpt": self.release_weights}
+        if model.config.in_channels == 3 and model.config.input_size == task.dataset.resolution:
+            return model, PixelCodec(), {**info, "codec": "pixels"}
+        return model, load_sd_vae(config.vae, task.device), {**info, "codec": config.vae}
+
+    def missing_weights_message(self, dataset: DatasetSpec) -> str:
+        return f"{self.name} has no weights for {dataset.name!r}; pass --set dit_ckpt=PATH"
+
+    def guidance(self, batch_size: int) -> Optional[StepGuidance]:
+        """A per-step hook for one batch (HIERAMP on DiT); none for plain sampling."""
+        return None
+
+    def prepare(self, task: DistillTask) -> None:
+        if self.config.batch_size < 1 or self.config.steps < 1:
+            raise ConfigError(f"{self.name}: batch_size and steps must be >= 1")
+        self.model, self.codec, self.weights_info = self.load_model(task)
+        self.labels = generator_class_indices(task.dataset, self.model.num_classes)
+        self.sampler = DiTSampler(self.model, SamplingOptions(steps=self.config.steps, cfg=self.config.cfg))
+        task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}")
+
+    def generate(self, task: DistillTask, class_index: int, image_indices: list[int]) -> list[Image.Image]:
+        """Images at the generator's resolution, one per index, each from its own seeded generator."""
+        generators = [task.generator(SAMPLE_PURPOSE, class_index, i, device=task.device) for i in image_indices]
+        labels = torch.full((len(image_indices),), self.labels[class_index], dtype=torch.long)
+        latents = self.sampler.sample_latents(labels, generators, guidance=self.guidance(len(image_indices)))
+        with torch.no_grad():
+            pixels = to_uint8(self.codec.decode(latents))
+        return [Image.fromarray(array.numpy()) for array in pixels]
+
+    def distill_class(self, task: DistillTask, class_index: int) -> list[Image.Image]:
+        images = []
+        for start in range(0, task.ipc, self.config.batch_size):
+            chunk = list(range(start, min(task.ipc, start + self.config.batch_size)))
+            images += [fit_to_resolution(image, task.dataset.resolution) for image in self.generate(task, class_index, chunk)]
+        return images
