@@ -58,12 +58,18 @@ class SDVAECodec:
         return self.vae.decode(latents / SD_VAE_SCALE).sample
 
 
-def load_sd_vae(source: str = "mse", device: str | torch.device = "cpu") -> SDVAECodec:
+def diffusion_extra_error(needed_by: str) -> CheckpointError:
+    """The error for a missing `diffusion` extra, naming what needed it."""
+    return CheckpointError(f"{needed_by} needs diffusers (the diffusion extra): pip install 'ddbench[diffusion]'")
+
+
+def load_sd_vae(source: str = "mse", device: str | torch.device = "cpu",
+                needed_by: str = "the SD VAE of a latent DiT (dit, minimax, hieramp-dit)") -> SDVAECodec:
     """`mse`, `ema` (the stabilityai repos), another hub id, or a local diffusers folder."""
     try:
         from diffusers.models import AutoencoderKL
     except ImportError as exc:
-        raise CheckpointError("the SD VAE needs the diffusion extra: pip install 'ddbench[diffusion]'") from exc
+        raise diffusion_extra_error(needed_by) from exc
     repo = SD_VAE_REPOS.get(source, source)
     try:
         vae = AutoencoderKL.from_pretrained(repo)

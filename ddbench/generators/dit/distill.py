@@ -29,7 +29,7 @@ class DiTSamplingConfig:
 
     dit_ckpt: Optional[str] = None  # official .pt, diffusers folder or hub id; digits: the shipped weights
     num_heads: Optional[int] = None  # only for checkpoints of a width the release does not have
-    vae: str = "mse"  # mse | ema | a hub id or folder (latent models only)
+    vae: str = "mse"  # mse | ema | a hub id or folder of an AutoencoderKL | pixels (a DiT trained on pixels)
     steps: int = 50
     cfg: float = 4.0
     batch_size: int = 10  # images per forward; never changes which image a seed gives
@@ -80,7 +80,7 @@ class DiTSamplingMethod(Method):
                 raise CheckpointError(self.missing_weights_message(task.dataset))
             model = load_dit(self.release_weights, device=task.device)
             info = {"weights": "release", "dit_ckpt": self.release_weights}
-        if model.config.in_channels == 3 and model.config.input_size == task.dataset.resolution:
+        if config.vae == "pixels":
             return model, PixelCodec(), {**info, "codec": "pixels"}
         return model, load_sd_vae(config.vae, task.device), {**info, "codec": config.vae}
 

@@ -23,6 +23,7 @@ from typing import Mapping, Optional
 import torch
 
 from ddbench.core.errors import CheckpointError
+from ddbench.generators.dit.codecs import diffusion_extra_error
 from ddbench.generators.dit.config import HEADS_BY_WIDTH, DiTConfig
 from ddbench.generators.dit.model import DiT
 from ddbench.generators.var.loading import strict_load
@@ -30,10 +31,6 @@ from ddbench.generators.var.loading import strict_load
 Source = str | os.PathLike | Mapping[str, torch.Tensor]
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 GAMMA_KEY = re.compile(r"blocks\.(\d+)\.(attn\.)?gamma[12]$")
-
-
-def _need_diffusion_extra(what: str) -> CheckpointError:
-    return CheckpointError(f"{what} needs the diffusion extra: pip install 'ddbench[diffusion]'")
 
 
 # ----- diffusers layout -----
@@ -105,7 +102,7 @@ def _read_diffusers_folder(folder: Path) -> tuple[dict[str, torch.Tensor], DiTCo
         try:
             from safetensors.torch import load_file
         except ImportError as exc:
-            raise _need_diffusion_extra(f"reading {weights}") from exc
+            raise diffusion_extra_error(f"reading {weights}") from exc
         state = load_file(str(weights))
     else:
         state = torch.load(weights, map_location="cpu", weights_only=True)
@@ -139,7 +136,7 @@ def _hub_path(hub_id: str) -> Path:
     try:
         from huggingface_hub import hf_hub_download, snapshot_download
     except ImportError as exc:
-        raise _need_diffusion_extra(f"loading {hub_id!r} from the hub") from exc
+        raise diffusion_extra_error(f"loading {hub_id!r} from the hub") from exc
     offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
     parts = hub_id.split("/")
     try:

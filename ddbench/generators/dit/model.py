@@ -149,7 +149,7 @@ class DiTBlock(nn.Module):
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
         attended = self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, N, hidden)
         if attention_scale is not None:
-            attended = attended * attention_scale
+            attended = attended * attention_scale.to(attended.dtype)
         update = gate_msa.unsqueeze(1) * attended
         x = x + (update if self.gamma1 is None else self.gamma1 * update)
         update = gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))

@@ -1,0 +1,35 @@
+"""`dit` and `minimax`: the same sampling (Minimax's sample.py), without and with the Minimax fine-tune.
+
+- `dit`: the base DiT (digits: the shipped small DiT; ImageNet subsets: the released DiT-XL/2 through
+  the WNID -> ImageNet-1K index map; otherwise `--set dit_ckpt=...`). The ablation row.
+- `minimax`: the Minimax-fine-tuned EMA weights (digits: shipped; elsewhere the output of
+  `ddbench minimax finetune`, since the release links no fine-tuned checkpoint).
+"""
+
+from __future__ import annotations
+
+from ddbench.core.interfaces import DatasetSpec, DistillTask
+from ddbench.generators.dit.distill import DiTSamplingMethod
+
+
+class PlainDiT(DiTSamplingMethod):
+    """`dit`: class-conditional DiT sampling without the Minimax fine-tune."""
+
+    name = "dit"
+
+
+class Minimax(DiTSamplingMethod):
+    """`minimax`: the DiT after Minimax fine-tuning (representativeness + diversity), sampled the same way."""
+
+    name = "minimax"
+    release_weights = None
+
+    def shipped_model(self, task: DistillTask):
+        from ddbench.generators.dit.shipped import shipped_minimax_model
+
+        return shipped_minimax_model(task.dataset.name, task.device, task.progress)
+
+    def missing_weights_message(self, dataset: DatasetSpec) -> str:
+        return (f"minimax needs fine-tuned weights for {dataset.name!r} (none are released): run `ddbench minimax "
+                f"finetune --dataset {dataset.name} --data-root DATA --from facebook/DiT-XL-2-256`, then pass "
+                "--set dit_ckpt=OUT/minimax_ema.pt")
