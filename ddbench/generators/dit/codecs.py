@@ -5,6 +5,7 @@ A codec maps images in [-1, 1] (B, 3, H, W) to the DiT's input space and back.
   by 0.18215; `encode` samples the posterior with a seeded generator (`latent_dist.sample()` upstream).
   Minimax samples with `stabilityai/sd-vae-ft-mse` (sample.py's default); ft-ema is the other option.
 - `PixelCodec`: the identity, for models trained on pixels.
+- `BilinearCodec`: half-size latents decoded by bilinear upsampling (the small digits model).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from typing import Optional, Protocol
 
 import torch
+import torch.nn.functional as F
 
 from ddbench.core.errors import CheckpointError
 from ddbench.generators.dit.config import SD_VAE_SCALE
@@ -38,6 +40,42 @@ class PixelCodec:
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         return latents
+
+
+class BilinearCodec:
+    """Latents at 1/`factor` of the image side, decoded by bilinear upsampling (align_corners=False) and
+    encoded by its least-squares inverse. Exact for images that are bilinear upsamplings, as the 16 px
+    digits are of their 8x8 scans: the DiT then denoises the scans themselves."""
+
+    def __init__(self, factor: int = 2):
+        self.factor = self.downsample = factor
+        self.name = f"bilinear{factor}x"
+        self._inverse: dict[int, torch.Tensor] = {}
+
+    def _pinv(self, side: int) -> torch.Tensor:
+        """(side / factor, side) left inverse of the 1-D upsampling matrix (the 2-D map is separable)."""
+        if side not in self._inverse:
+            basis = torch.eye(side // self.factor, dtype=torch.float64)[:, None, None, :]
+            upsample = F.interpolate(basis, size=(1, side), mode="bilinear", align_corners=False)[:, 0, 0, :].T
+            self._inverse[side] = torch.linalg.pinv(upsample).float()
+        return self._inverse[side]
+
+    def encode(self, images: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        inverse = self._pinv(images.shape[-1]).to(images.device)
+        return inverse @ images @ inverse.T
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(latents, scale_factor=self.factor, mode="bilinear", align_corners=False)
+
+
+CODECS = {"pixels": PixelCodec, "bilinear2x": lambda: BilinearCodec(2)}
+
+
+def make_codec(name: str) -> Codec:
+    """A fixed (weight-free) codec by name; the SD VAE comes from `load_sd_vae`."""
+    if name not in CODECS:
+        raise CheckpointError(f"unknown fixed codec {name!r}; use one of {', '.join(CODECS)}, or an SD VAE")
+    return CODECS[name]()
 
 
 class SDVAECodec:

@@ -32,7 +32,7 @@ def reproduce_digits_command(out, device):
 @dit_group.command("sample")
 @click.option("--weights", default=None, help="DiT checkpoint, diffusers folder or hub id (default: the shipped digits DiT).")
 @click.option("--minimax", "use_minimax", is_flag=True, help="The shipped digits DiT after its Minimax fine-tune.")
-@click.option("--vae", default="pixels", show_default=True, help="pixels, or mse / ema / a folder for latent models.")
+@click.option("--vae", default=None, help="Decoder for --weights: mse (default), ema, a folder, or pixels / bilinear2x.")
 @click.option("--classes", default="0,1,2,3,4,5,6,7,8,9", show_default=True, help="Generator labels, comma-separated.")
 @click.option("--per-class", type=int, default=4, show_default=True)
 @click.option("--steps", type=int, default=50, show_default=True)
@@ -48,17 +48,19 @@ def sample_command(weights, use_minimax, vae, classes, per_class, steps, cfg, se
     from ddbench.core.device import resolve_device
     from ddbench.core.errors import ConfigError
     from ddbench.core.seeding import torch_generator
-    from ddbench.generators.dit.codecs import PixelCodec, load_sd_vae, to_uint8
+    from ddbench.generators.dit.codecs import CODECS, load_sd_vae, make_codec, to_uint8
     from ddbench.generators.dit.loading import load_dit
     from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions
     from ddbench.generators.dit.shipped import load_digits_dit, load_digits_minimax
+    from ddbench.generators.dit.training import DIGITS_PRESET
 
     if weights and use_minimax:
         raise ConfigError("pass --weights or --minimax, not both")
     resolved = resolve_device(device)
     model = (load_dit(weights, device=resolved) if weights else
              load_digits_minimax(resolved)[0] if use_minimax else load_digits_dit(resolved))
-    codec = PixelCodec() if vae == "pixels" else load_sd_vae(vae, resolved, needed_by="ddbench dit sample --vae")
+    vae = vae or ("mse" if weights else DIGITS_PRESET.codec)
+    codec = make_codec(vae) if vae in CODECS else load_sd_vae(vae, resolved, needed_by="ddbench dit sample")
     class_list = [int(c) for c in classes.split(",") if c.strip()]
     labels = torch.tensor([c for c in class_list for _ in range(per_class)])
     generators = [torch_generator(seed, "dit-sample-grid", c, i, device=resolved)

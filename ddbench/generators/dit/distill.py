@@ -17,7 +17,7 @@ from PIL import Image
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
-from ddbench.generators.dit.codecs import PixelCodec, load_sd_vae, to_uint8
+from ddbench.generators.dit.codecs import CODECS, load_sd_vae, make_codec, to_uint8
 from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
 
 SAMPLE_PURPOSE = "dit-sample"
@@ -29,7 +29,7 @@ class DiTSamplingConfig:
 
     dit_ckpt: Optional[str] = None  # official .pt, diffusers folder or hub id; digits: the shipped weights
     num_heads: Optional[int] = None  # only for checkpoints of a width the release does not have
-    vae: str = "mse"  # mse | ema | a hub id or folder of an AutoencoderKL | pixels (a DiT trained on pixels)
+    vae: str = "mse"  # mse | ema | a hub id or folder of an AutoencoderKL | a fixed codec: pixels, bilinear2x
     steps: int = 50
     cfg: float = 4.0
     batch_size: int = 10  # images per forward; never changes which image a seed gives
@@ -80,8 +80,8 @@ class DiTSamplingMethod(Method):
                 raise CheckpointError(self.missing_weights_message(task.dataset))
             model = load_dit(self.release_weights, device=task.device)
             info = {"weights": "release", "dit_ckpt": self.release_weights}
-        if config.vae == "pixels":
-            return model, PixelCodec(), {**info, "codec": "pixels"}
+        if config.vae in CODECS:
+            return model, make_codec(config.vae), {**info, "codec": config.vae}
         return model, load_sd_vae(config.vae, task.device), {**info, "codec": config.vae}
 
     def missing_weights_message(self, dataset: DatasetSpec) -> str:

@@ -1,7 +1,7 @@
 """The small digits DiT shipped inside the package, its Minimax fine-tune, and how to reproduce both.
 
 - `weights/digits_dit.pt`: the EMA weights of `DIGITS_PRESET` trained from scratch on the digits train
-  split (pixel space), float16, plain official DiT layout.
+  split (on the 8x8 scans behind the 16 px images, see training.py), float16, plain official DiT layout.
 - `weights/digits_minimax.pt`: only the tensors Minimax trains (biases, label table, gammas) of the
   EMA after the Minimax fine-tune of that model, float16; with the base they make the fine-tuned model.
 - `weights/digits.json`: the command, seeds, times, sizes, the sample check and the SHA-256 of the base.
@@ -25,7 +25,7 @@ from ddbench.core import paths
 from ddbench.core.distilled import sha256_file
 from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
-from ddbench.generators.dit.codecs import PixelCodec
+from ddbench.generators.dit.codecs import make_codec
 from ddbench.generators.dit.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, finetune_minimax, trainable_state_dict
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.dit.minimax import TRAINABLE_KEYWORDS, minimax_trainable
@@ -84,7 +84,7 @@ def finetune_digits_minimax(out_dir: str | Path, *, base_folder: Optional[Path] 
     out_dir = Path(out_dir)
     spec = create_dataset("digits")
     base_sha = _base_sha256(base_folder)
-    summary = finetune_minimax(load_digits_dit(folder=base_folder), PixelCodec(), spec.split("train"),
+    summary = finetune_minimax(load_digits_dit(folder=base_folder), make_codec(DIGITS_PRESET.codec), spec.split("train"),
                                list(range(spec.num_classes)), out_dir, resolution=spec.resolution,
                                config=config, device=device, progress=progress, stop_after=stop_after,
                                identity_extra={"base_sha256": base_sha})
@@ -124,7 +124,8 @@ def shipped_base_model(dataset_name: str, device: torch.device):
     loader = SHIPPED_BASE.get(dataset_name)
     if loader is None:
         return None
-    return loader(device), PixelCodec(), {"weights": f"shipped {dataset_name} DiT", "codec": "pixels"}
+    return loader(device), make_codec(DIGITS_PRESET.codec), {"weights": f"shipped {dataset_name} DiT",
+                                                             "codec": DIGITS_PRESET.codec}
 
 
 def shipped_minimax_model(dataset_name: str, device: torch.device, progress: Progress):
@@ -132,7 +133,7 @@ def shipped_minimax_model(dataset_name: str, device: torch.device, progress: Pro
     if loader is None:
         return None
     model, info = loader(device, progress)
-    return model, PixelCodec(), {**info, "codec": "pixels"}
+    return model, make_codec(DIGITS_PRESET.codec), {**info, "codec": DIGITS_PRESET.codec}
 
 
 # ----- reproducing the shipped files -----
@@ -156,7 +157,8 @@ def sample_check(model: DiT, per_class: int = 10, seed: int = 0) -> float:
                                                                real.labels.numpy())
     labels = torch.arange(10).repeat_interleave(per_class)
     generators = [torch_generator(seed, "dit-sample-check", int(c), i % per_class) for i, c in enumerate(labels)]
-    pixels = to_uint8(DiTSampler(model).sample_latents(labels, generators))  # (N, 16, 16, 3)
+    latents = DiTSampler(model).sample_latents(labels, generators)
+    pixels = to_uint8(make_codec(DIGITS_PRESET.codec).decode(latents))  # (N, 16, 16, 3)
     grey = pixels.float().mean(-1).flatten(1).numpy() / 255.0
     return float((classifier.predict(grey) == labels.numpy()).mean())
 
@@ -172,7 +174,8 @@ def reproduce_digits_weights(out_dir: str | Path, *, device: str | torch.device 
     sidecar = out_dir / SIDECAR
     record = json.loads(sidecar.read_text()) if sidecar.is_file() else {}
     record.update({"command": REPRODUCE_COMMAND, "preset": DIGITS_PRESET.name, "dataset": "digits (train split)",
-                   "space": "pixels (16x16x3 in [-1, 1]); see ddbench/generators/dit/training.py for why",
+                   "space": "8x8x3 latents = the least-squares inverse of the bilinear 2x upsampling that made the 16 px "
+                            "digits (codec bilinear2x); see ddbench/generators/dit/training.py for why",
                    "torch": torch.__version__, "machine": f"{platform.machine()} CPU, {torch.get_num_threads()} threads"})
     started = time.time()
     summary = train_dit(DIGITS_PRESET, create_dataset("digits").split("train"), out_dir, device=device,
