@@ -22,7 +22,7 @@ import torch
 
 from ddbench.core.config import resolve_config
 from ddbench.core.device import autocast, resolve_device
-from ddbench.core.distilled import DistilledSetWriter
+from tests.evaluators.synthetic import write_distilled
 from ddbench.core.interfaces import EvalTask, Teacher
 from ddbench.core.registry import create_dataset
 from ddbench.evaluators.rded import RdedEvaluator, rded_batch_size, rded_learning_rate
@@ -41,15 +41,7 @@ MAX_OVERHEAD = 0.10
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     dataset = create_dataset("digits")
-    train = dataset.split("train")
-    by_class = dataset.class_indices("train")
-    writer = DistilledSetWriter(
-        tmp_path_factory.mktemp("bench") / "set", method="first", config={}, dataset="digits",
-        class_names=dataset.class_names, ipc=IPC, seed=0,
-    )
-    for class_index in writer.pending_classes():
-        writer.write_class(class_index, [train[i][0] for i in by_class[class_index][:IPC]])
-    distilled = writer.finalize()
+    distilled = write_distilled(dataset, tmp_path_factory.mktemp("bench") / "set", ipc=IPC)
     device = resolve_device("auto")
     teacher_model = build_seeded_model(ARCH, dataset.num_classes, dataset.resolution, 0, "bench-teacher")
     teacher = Teacher(to_device(teacher_model, device), ARCH, "digits", dataset.num_classes, accuracy=100.0, source="benchmark stand-in")

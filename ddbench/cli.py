@@ -39,7 +39,27 @@ def teacher_provider(teacher_ckpt: str | None = None):
 
 
 class DDBenchGroup(click.Group):
-    """Turns ddbench errors into one red line (with --debug: the traceback)."""
+    """The root group: turns ddbench errors into one red line (with --debug: the traceback), and
+    adds the subcommands that packages register in the `ddbench.commands` entry-point group
+    (ddbench's own `teacher`, `var` and `hieramp` among them), each imported only when needed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(registry.command_entry_points()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        entry_point = registry.command_entry_points().get(name)
+        if entry_point is None:
+            return None
+        try:
+            command = entry_point.load()
+        except Exception as exc:  # a broken third-party plugin says which one it is
+            raise click.ClickException(f"command plugin {name!r} ({entry_point.value}) failed to import: {exc}") from exc
+        if not isinstance(command, click.Command):
+            raise click.ClickException(f"command plugin {name!r} ({entry_point.value}) is not a click command")
+        return command
 
     def invoke(self, ctx: click.Context):
         try:
@@ -67,6 +87,8 @@ def evaluation_options(function):
     """Options shared by `run` and `eval`."""
     decorators = [
         click.option("--data-root", type=click.Path(), default=None, help="Folder of the real dataset (not needed for digits)."),
+        click.option("--resolution", type=int, default=None,
+                     help="Working resolution in px (default: the dataset's own; part of the run identity)."),
         click.option("--evaluator", "evaluators", multiple=True, default=("rded",), show_default=True,
                      help="Evaluation protocol(s); repeat or comma-separate."),
         click.option("--students", default="resnet18", show_default=True, help="Student architectures, comma-separated."),
@@ -103,7 +125,7 @@ def _print_rows(rows, skipped: int) -> None:
 @click.option("--out", type=click.Path(), default=None, help="Distilled-set folder (default $DDBENCH_HOME/runs/...).")
 @click.option("--save-saliency", is_flag=True, help="Methods with class tokens: write per-scale saliency maps to <run>/saliency/.")
 @evaluation_options
-def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
     """Distill, then evaluate every student for every seed; results go to the database."""
     from ddbench.core.pipeline import RunRequest, run as run_pipeline
 
@@ -111,13 +133,14 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, evalu
         overrides = (*overrides, "method.save_saliency=true")
 
     request = RunRequest(
-        method=method, dataset=dataset, ipc=ipc, data_root=data_root, seeds=_int_list(seeds, "--seeds"),
+        method=method, dataset=dataset, ipc=ipc, data_root=data_root, resolution=resolution, seeds=_int_list(seeds, "--seeds"),
         distill_seed=distill_seed, evaluators=_name_list(evaluators), students=_name_list(students),
         teachers=_name_list(teachers), overrides=parse_overrides(overrides), device=device, out_dir=out,
         results_path=results, force=force,
     )
     summary = run_pipeline(request, teacher_provider(teacher_ckpt), RichProgress(err_console))
     console.print(f"distilled set: {summary.distilled.root} ({summary.distill_time_s:.1f} s)")
+    console.print(f"configuration: {escape(summary.identity.label)} ({summary.identity.configuration})", highlight=False)
     _print_rows(summary.rows, summary.skipped)
 
 
@@ -125,14 +148,14 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, evalu
 @click.argument("folder", type=click.Path())
 @click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
 @evaluation_options
-def eval_command(folder, dataset, data_root, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
     """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
     from ddbench.core.pipeline import evaluate_folder
 
     rows, skipped = evaluate_folder(
         folder, dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
         _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results, teacher_provider(teacher_ckpt),
-        RichProgress(err_console), force,
+        RichProgress(err_console), force, resolution,
     )
     _print_rows(rows, skipped)
 
@@ -147,14 +170,12 @@ def eval_command(folder, dataset, data_root, evaluators, students, teachers, tea
 @click.option("--output", type=click.Path(), default=None, help="Write the export to this file instead of stdout.")
 @click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
 def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results):
-    """Methods x students (mean ± std over seeds, n) from the results database."""
+    """Configurations x students (mean ± std over seeds, n) from the results database."""
     from ddbench.core.leaderboard import EXPORTERS, build_tables
     from ddbench.core.results import ResultsStore
 
     path = Path(results) if results else paths.default_results_path()
-    if not path.exists():
-        raise ConfigError(f"no results database at {path}; run `ddbench run ...` first or pass --results")
-    with ResultsStore(path) as store:
+    with ResultsStore(path, readonly=True) as store:
         tables = build_tables(store, dataset=dataset, ipc=ipc, evaluator=evaluator, method=method, grid=grid)
     if not tables:
         raise ConfigError(f"no results match these filters in {path}")
@@ -211,22 +232,9 @@ def fetch(name, root, variant, checksum, keep_archive):
         raise ConfigError(f"{name} has variants {', '.join(dataset_cls.archives)}, not {variant!r}")
     archive = dataset_cls.archives[variant]
     unpacked = fetch_archive(archive, root, checksum, RichProgress(err_console), keep_archive)
-    data_root = unpacked.parent if dataset_cls.preset_family == "cifar" else unpacked
+    data_root = dataset_cls.data_root_after_fetch(unpacked)
     console.print(f"{name} is ready: use --data-root {data_root}")
 
-
-def _add_subsystem_commands() -> None:
-    """Command groups that live beside the subsystem they drive (teachers, generators, methods)."""
-    from ddbench.generators.var.commands import var_group
-    from ddbench.methods.hieramp.commands import hieramp_group
-    from ddbench.teachers.commands import teacher_group
-
-    main.add_command(teacher_group, "teacher")
-    main.add_command(var_group, "var")
-    main.add_command(hieramp_group, "hieramp")
-
-
-_add_subsystem_commands()
 
 if __name__ == "__main__":
     main()

@@ -20,20 +20,14 @@ from PIL import Image
 
 import ddbench
 from ddbench.core.errors import DistilledSetError
+from ddbench.core.hashing import sha256_file
+from ddbench.core.identity import RunIdentity
 from ddbench.core.images import ImageFileDataset, list_images
 
 MANIFEST_NAME = "manifest.json"
-FORMAT = "ddbench-distilled/1"
-#: the keys that identify a run: a folder holding another run is never resumed into
-IDENTITY_KEYS = ("method", "config", "dataset", "ipc", "seed")
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+FORMAT = "ddbench-distilled/2"
+#: what every ddbench manifest holds (format 1 manifests, without "identity", still open for evaluation)
+REQUIRED_KEYS = ("format", "classes", "files", "method", "config", "dataset", "ipc", "seed")
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
@@ -50,47 +44,53 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise DistilledSetError(
             f"{path} is not valid JSON ({exc}); restore it or delete the folder and distill again"
         ) from exc
-    missing = [key for key in ("format", "classes", "files", *IDENTITY_KEYS) if key not in manifest]
-    if not isinstance(manifest, dict) or missing:
+    if not isinstance(manifest, dict):
+        raise DistilledSetError(f"{path} is not a ddbench manifest: it holds a JSON {type(manifest).__name__}, not an object")
+    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+    if missing:
         raise DistilledSetError(f"{path} is not a ddbench manifest: missing {', '.join(missing)}")
     return manifest
 
 
 class DistilledSetWriter:
-    """Writes one distilled set class by class; reopening the same folder resumes."""
+    """Writes one distilled set class by class; reopening the same folder resumes.
+
+    The folder belongs to one run identity: a folder whose manifest records another identity is
+    never resumed into."""
 
     def __init__(
         self,
         root: str | Path,
-        *,
-        method: str,
-        config: dict[str, Any],
-        dataset: str,
+        identity: RunIdentity,
         class_names: Sequence[str],
-        ipc: int,
-        seed: int,
+        *,
         teacher: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
     ):
         self.root = Path(root)
         self.images_dir = self.root / "images"
         self.class_names = list(class_names)
-        self.ipc = ipc
-        identity = {"method": method, "config": config, "dataset": dataset, "ipc": ipc, "seed": seed}
+        self.ipc = identity.ipc
+        self.identity = identity
         if (self.root / MANIFEST_NAME).exists():
             self.manifest = read_manifest(self.root)
-            stored = {key: self.manifest.get(key) for key in IDENTITY_KEYS}
-            if json.dumps(stored, sort_keys=True) != json.dumps(identity, sort_keys=True):
-                differing = [k for k in IDENTITY_KEYS if json.dumps(stored[k], sort_keys=True) != json.dumps(identity[k], sort_keys=True)]
+            stored = self.manifest.get("identity") or {}
+            if stored.get("key") != identity.key:
                 raise DistilledSetError(
-                    f"{self.root} already holds a different distilled set (differs in {', '.join(differing)}); "
+                    f"{self.root} already holds a different distilled set ({_identity_difference(stored, identity)}); "
                     "choose another output folder or delete this one"
                 )
         else:
             self.root.mkdir(parents=True, exist_ok=True)
             self.manifest = {
                 "format": FORMAT,
-                **identity,
+                "identity": identity.to_dict(),
+                "method": identity.method,
+                "config": dict(identity.config),
+                "dataset": identity.dataset["name"],
+                "ipc": identity.ipc,
+                "seed": identity.seed,
+                "weights": dict(identity.weights),
                 "classes": self.class_names,
                 "teacher": teacher,
                 "extra": extra or {},
@@ -170,6 +170,23 @@ class DistilledSet:
         joined = "\n".join(f"{k} {v}" for k, v in sorted(self.manifest["files"].items()))
         return hashlib.sha256(joined.encode()).hexdigest()
 
+    @property
+    def identity(self) -> RunIdentity:
+        """The run identity recorded when the set was made; for another tool's folder (or a set
+        from before identities existed) one made of what is known, the images' content hash
+        standing in for the unknown weights, so such a set never pools with anything else."""
+        stored = self.manifest.get("identity")
+        if stored:
+            return RunIdentity.from_dict(stored)
+        return RunIdentity(
+            method=self.method,
+            config=dict(self.manifest.get("config") or {}),
+            dataset={"name": self.manifest.get("dataset")},
+            ipc=self.ipc,
+            seed=int(self.manifest.get("seed") or 0),
+            weights={"content": self.content_hash},
+        )
+
     def dataset(self, transform: Callable | None = None) -> ImageFileDataset:
         return ImageFileDataset(self.samples, transform)
 
@@ -237,6 +254,16 @@ class DistilledSet:
             "complete": True,
         }
         return cls(root, manifest, samples)
+
+
+def _identity_difference(stored: dict[str, Any], identity: RunIdentity) -> str:
+    """Which parts of the identity differ, for the error message."""
+    if not stored:
+        return "it was made by an older ddbench, without a run identity"
+    wanted = identity.to_dict()
+    differing = [key for key in ("method", "config", "dataset", "ipc", "seed", "weights", "version")
+                 if json.dumps(stored.get(key), sort_keys=True) != json.dumps(wanted.get(key), sort_keys=True)]
+    return f"differs in {', '.join(differing) or 'its identity key'}"
 
 
 def _sort_key(key: str) -> tuple[str, int]:

@@ -17,7 +17,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ddbench.core.config import EmptyConfig
+from ddbench.core.config import EmptyConfig, config_to_dict, resolve_config
+from ddbench.core.errors import ConfigError
+from ddbench.core.hashing import stable_hash
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 
@@ -43,18 +45,31 @@ class DatasetSpec(abc.ABC):
     """
 
     name: ClassVar[str]
-    resolution: ClassVar[int]
+    #: the working resolution (px); the class value is the dataset's default, `resolution=` overrides it
+    resolution: int
     mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)
     std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
     #: evaluator/method presets look up this family ("digits", "cifar", "imagenet")
     preset_family: ClassVar[str] = "default"
+    #: the teacher recipe this dataset needs (a key of `ddbench.teachers.RECIPES`); "" = none known
+    teacher_recipe: ClassVar[str] = ""
     #: what to download for `ddbench data fetch`, keyed by variant ("default" first)
     archives: ClassVar[Mapping[str, Archive]] = {}
     #: one line saying where a user gets the data
     source: ClassVar[str] = ""
 
-    def __init__(self, root: str | Path | None = None):
+    def __init__(self, root: str | Path | None = None, resolution: int | None = None):
         self.root = Path(root).expanduser() if root is not None else None
+        if resolution is not None:
+            if not isinstance(resolution, int) or not 8 <= resolution <= 1024:
+                raise ConfigError(f"--resolution must be an integer from 8 to 1024 px, got {resolution!r}")
+            self.resolution = resolution
+        self._fingerprint: dict[str, Any] | None = None
+
+    @classmethod
+    def data_root_after_fetch(cls, unpacked: Path) -> Path:
+        """The `--data-root` to use once `ddbench data fetch` unpacked an archive into `unpacked`."""
+        return unpacked
 
     @property
     @abc.abstractmethod
@@ -82,6 +97,20 @@ class DatasetSpec(abc.ABC):
             by_class[label].append(index)
         return by_class
 
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies the data a run saw: name, resolution, class list and split sizes.
+        Two runs whose fingerprints differ never share a leaderboard cell."""
+        if self._fingerprint is None:
+            self._fingerprint = {
+                "name": self.name,
+                "resolution": self.resolution,
+                "num_classes": self.num_classes,
+                "classes_sha256": stable_hash(list(self.class_names)),
+                "train_size": len(self.split("train")),
+                "val_size": len(self.split("val")),
+            }
+        return dict(self._fingerprint)
+
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -98,10 +127,14 @@ class PluginBase:
     Config: ClassVar[type] = EmptyConfig
     #: overrides of Config per dataset name or preset family (dataset name wins)
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    #: named presets chosen with the config key `ablation` (e.g. the paper's ablation rows)
+    ablations: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     needs_teacher: ClassVar[bool] = False
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
+        #: the config without the user's overrides (set by the pipeline): labels show the difference
+        self.defaults: dict[str, Any] = config_to_dict(self.config)
 
     @classmethod
     def preset_for(cls, dataset: DatasetSpec) -> dict[str, Any]:
@@ -109,6 +142,31 @@ class PluginBase:
         merged.update(cls.presets.get(dataset.preset_family, {}))
         merged.update(cls.presets.get(dataset.name, {}))
         return merged
+
+    @classmethod
+    def ablation_preset(cls, name: str) -> dict[str, Any]:
+        """The keys of the named ablation preset (an unknown name is an error with the valid ones)."""
+        if name not in cls.ablations:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(cls.ablations), n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            raise ConfigError(f"{cls.name}: unknown ablation {name!r}{hint}; valid: {', '.join(cls.ablations) or 'none'}")
+        return dict(cls.ablations[name])
+
+    @classmethod
+    def resolve(cls, dataset: DatasetSpec, overrides: Mapping[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
+        """(config, defaults) with layers applied in a fixed order: Config defaults -> dataset
+        preset -> ablation preset -> `overrides` (the user's `--set`, which always wins). `defaults`
+        is the same without the user's layer: what a leaderboard label is measured against."""
+        overrides = dict(overrides or {})
+        preset = cls.preset_for(dataset)
+        owner = f"{cls.name} config"
+        ablation = resolve_config(cls.Config, preset, {k: v for k, v in overrides.items() if k == "ablation"}, owner=owner)
+        ablation_layer = cls.ablation_preset(ablation.ablation) if getattr(ablation, "ablation", "") else {}
+        defaults = resolve_config(cls.Config, preset, ablation_layer, owner=owner)
+        config = resolve_config(cls.Config, preset, ablation_layer, overrides, owner=owner)
+        return config, config_to_dict(defaults)
 
 
 @dataclass
@@ -144,9 +202,14 @@ class Teacher:
 
 
 class TeacherProvider(Protocol):
-    """Returns a teacher for (dataset, arch): from a cache, a checkpoint or by training one."""
+    """Returns a teacher for (dataset, arch): from a cache, a checkpoint or by training one.
+
+    `identify` names the teacher it would return (its checkpoint's sha256) without loading it, or
+    None when it would have to be trained first; finished evaluations are found by it."""
 
     def __call__(self, dataset: DatasetSpec, arch: str, device: torch.device, progress: Progress) -> Teacher: ...
+
+    def identify(self, dataset: DatasetSpec, arch: str) -> str | None: ...
 
 
 @dataclass
@@ -169,6 +232,12 @@ class DistillTask:
 class Method(PluginBase, abc.ABC):
     """A distillation method. Subclasses implement `distill_class`; the loop, resume and atomic
     writing are shared here. Methods never train students."""
+
+    def weights_identity(self, dataset: DatasetSpec) -> dict[str, str]:
+        """{role: sha256} of the weight files this method will load for `dataset` (generator,
+        autoencoder, ...), known before distilling: part of the run identity. Methods that load
+        no weights return {}; a dataset without known weights is a CheckpointError here."""
+        return {}
 
     def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
         """Extra facts for the manifest that evaluators read (e.g. `shuffle_patch_factor`)."""
@@ -222,7 +291,12 @@ class EvalResult:
 
 
 class Evaluator(PluginBase, abc.ABC):
-    """An evaluation protocol: trains `task.student` on the distilled set, validates on real data."""
+    """An evaluation protocol: trains `task.student` on the distilled set, validates on real data.
+
+    `protocol_version` is part of every results key: bump it when a change makes new numbers
+    incomparable with old ones, so they start new leaderboard cells."""
+
+    protocol_version: ClassVar[int] = 1
 
     @abc.abstractmethod
     def evaluate(self, distilled: "DistilledSet", task: EvalTask) -> EvalResult: ...

@@ -1,5 +1,14 @@
-"""Leaderboards as queries over the results store: methods x students and teachers x students,
-each cell the mean +- sample std (ddof=1) over seeds, with n. Exports to CSV, Markdown, JSON."""
+"""Leaderboards as queries over the results store: configurations x students and teachers x
+students, each cell the mean +- sample std (ddof=1) over its rows, with n. Exports to CSV,
+Markdown, JSON.
+
+A table holds one dataset fingerprint (name, resolution, classes, split sizes), one IPC, one
+evaluator with one protocol version and one resolved config, and one metric. A row is one
+*configuration* (method, resolved config, weights: `RunIdentity.configuration`) with one teacher;
+its cells pool only the repetitions of that configuration: evaluation seeds and distillation
+seeds, both counted. Two configurations never share a row, even when their labels read alike
+(the label then gets the configuration's hash).
+"""
 
 from __future__ import annotations
 
@@ -7,15 +16,29 @@ import csv
 import io
 import json
 import statistics
+from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ddbench.core.results import ResultsStore
 
+TABLE_KEYS = ("dataset", "dataset_fingerprint", "resolution", "ipc", "evaluator", "evaluator_protocol",
+              "evaluator_config_hash", "metric")
+
 
 @dataclass
 class Cell:
     values: list[float] = field(default_factory=list)
+    eval_seeds: set[int] = field(default_factory=set)
+    distill_seeds: set[int] = field(default_factory=set)
+    recipes: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.values.append(row["value"])
+        self.eval_seeds.add(row["seed"])
+        self.distill_seeds.add(row["distill_seed"])
+        if row.get("recipe") is not None and row["recipe"] not in self.recipes:
+            self.recipes.append(row["recipe"])
 
     @property
     def n(self) -> int:
@@ -30,7 +53,24 @@ class Cell:
         return statistics.stdev(self.values) if self.n > 1 else 0.0
 
     def render(self) -> str:
-        return f"{self.mean:.2f} ± {self.std:.2f} (n={self.n})"
+        sets = f", {len(self.distill_seeds)} distill seeds" if len(self.distill_seeds) > 1 else ""
+        return f"{self.mean:.2f} ± {self.std:.2f} (n={self.n}{sets})"
+
+
+@dataclass
+class RowIdentity:
+    """What a leaderboard row is: the configuration and the teacher behind every number in it."""
+
+    configuration: str
+    method: str
+    label: str
+    method_config: dict[str, Any]
+    weights: dict[str, str]
+    teacher: str | None
+    teacher_key: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
 
 
 @dataclass
@@ -38,19 +78,26 @@ class Table:
     """One leaderboard: a title (dataset, IPC, evaluator, metric), rows x columns of cells."""
 
     dataset: str
+    dataset_fingerprint: str
+    resolution: int
     ipc: int
     evaluator: str
-    metric: str
+    evaluator_protocol: int
     evaluator_config_hash: str
+    metric: str
+    evaluator_label: str
     row_label: str
     column_label: str
-    method: str | None = None  # set for teacher x student grids, which show one method each
+    method: str | None = None  # set for teacher x student grids, which show one configuration each
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
+    row_identities: dict[str, RowIdentity] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
-        method = f" · method {self.method}" if self.method else ""
-        return f"{self.dataset} · IPC {self.ipc} · {self.evaluator}{method} ({self.metric}, config {self.evaluator_config_hash})"
+        method = f" · {self.method}" if self.method else ""
+        return (f"{self.dataset} {self.resolution}px · IPC {self.ipc} · {self.evaluator_label} "
+                f"(protocol v{self.evaluator_protocol}){method} ({self.metric}, evaluator config "
+                f"{self.evaluator_config_hash}, data {self.dataset_fingerprint[:8]})")
 
     @property
     def rows(self) -> list[str]:
@@ -61,16 +108,25 @@ class Table:
         return sorted({column for _, column in self.cells})
 
     def records(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "dataset": self.dataset, "ipc": self.ipc, "evaluator": self.evaluator, "metric": self.metric,
-                "evaluator_config_hash": self.evaluator_config_hash,
-                **({"method": self.method} if self.method else {}),
-                self.row_label: row, self.column_label: column,
+        header = {key: getattr(self, key) for key in TABLE_KEYS}
+        header["evaluator_label"] = self.evaluator_label
+        if self.method:
+            header["label"] = self.method  # a grid shows one configuration
+        records = []
+        for (row, column), cell in sorted(self.cells.items()):
+            identity = self.row_identities[row]
+            records.append({
+                **header,
+                "method": identity.method, "configuration": identity.configuration,
+                "method_config": identity.method_config, "weights": identity.weights,
+                "teacher": identity.teacher, "teacher_key": identity.teacher_key,
+                self.row_label: row,
+                self.column_label: column,
                 "mean": round(cell.mean, 4), "std": round(cell.std, 4), "n": cell.n,
-            }
-            for (row, column), cell in sorted(self.cells.items())
-        ]
+                "eval_seeds": len(cell.eval_seeds), "distill_seeds": len(cell.distill_seeds),
+                "recipe": cell.recipes[0] if len(cell.recipes) == 1 else cell.recipes,
+            })
+        return records
 
 
 def build_tables(
@@ -81,22 +137,51 @@ def build_tables(
     method: str | None = None,
     grid: bool = False,
 ) -> list[Table]:
-    """Group rows into tables. Default: rows = method (with its teacher when it has one), columns =
-    student. `grid`: rows = teacher, columns = student, one table per method (the paper's Table 2)."""
+    """Group rows into tables. Default: rows = configuration (with its teacher when it has one),
+    columns = student. `grid`: rows = teacher, columns = student, one table per configuration
+    (the paper's Table 2)."""
     tables: dict[tuple, Table] = {}
+    row_keys: dict[tuple, dict[tuple, RowIdentity]] = defaultdict(dict)
+    cells: dict[tuple, dict[tuple, Cell]] = defaultdict(lambda: defaultdict(Cell))
     for row in store.rows(dataset=dataset, ipc=ipc, evaluator=evaluator, method=method):
-        key = (row["dataset"], row["ipc"], row["evaluator"], row["metric"], row["evaluator_config_hash"])
+        table_key = tuple(row[key] for key in TABLE_KEYS)
         if grid:
-            key = key + (row["method"],)
-            row_label, column_label = "teacher", "student"
-            row_name = row["teacher"] or "-"
+            table_key += (row["configuration"],)
+            row_key: tuple = (row["teacher_key"],)
+            readable = row["teacher"] or "-"
         else:
-            row_label, column_label = "method", "student"
-            row_name = row["method"] + (f" [teacher {row['teacher']}]" if row["teacher"] else "")
-        if key not in tables:
-            tables[key] = Table(*key[:5], row_label=row_label, column_label=column_label, method=row["method"] if grid else None)
-        tables[key].cells.setdefault((row_name, row["student"]), Cell()).values.append(row["value"])
-    return [tables[key] for key in sorted(tables)]
+            row_key = (row["configuration"], row["teacher_key"])
+            readable = row["label"] + (f" [teacher {row['teacher']}]" if row["teacher"] else "")
+        if table_key not in tables:
+            tables[table_key] = Table(
+                **{key: row[key] for key in TABLE_KEYS}, evaluator_label=row["evaluator_label"],
+                row_label="teacher" if grid else "label", column_label="student",
+                method=row["label"] if grid else None,
+            )
+        row_keys[table_key].setdefault(row_key, RowIdentity(
+            configuration=row["configuration"], method=row["method"], label=readable,
+            method_config=row["method_config"], weights=row["weights"], teacher=row["teacher"],
+            teacher_key=row["teacher_key"],
+        ))
+        cells[table_key][(row_key, row["student"])].add(row)
+    for table_key, table in tables.items():
+        names = _unique_names(row_keys[table_key])
+        for (row_key, student), cell in cells[table_key].items():
+            table.cells[(names[row_key], student)] = cell
+        table.row_identities = {names[key]: identity for key, identity in row_keys[table_key].items()}
+    return [tables[key] for key in sorted(tables, key=lambda k: tuple(str(part) for part in k))]
+
+
+def _unique_names(identities: dict[tuple, RowIdentity]) -> dict[tuple, str]:
+    """Readable row names; where two row keys read alike, each gets a short hash of its key."""
+    by_name: dict[str, list[tuple]] = defaultdict(list)
+    for key, identity in identities.items():
+        by_name[identity.label].append(key)
+    names = {}
+    for label, keys in by_name.items():
+        for key in keys:
+            names[key] = label if len(keys) == 1 else f"{label} #{'-'.join(part[:6] for part in key if part)}"
+    return names
 
 
 def to_markdown(tables: Iterable[Table]) -> str:
@@ -118,7 +203,9 @@ def to_csv(tables: Iterable[Table]) -> str:
         fields = list(dict.fromkeys(key for record in records for key in record))
         writer = csv.DictWriter(buffer, fieldnames=fields)
         writer.writeheader()
-        writer.writerows(records)
+        for record in records:
+            writer.writerow({key: json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+                             for key, value in record.items()})
     return buffer.getvalue()
 
 

@@ -7,8 +7,6 @@ results store (same run, evaluator config, student, teacher, seed) are skipped u
 from __future__ import annotations
 
 import difflib
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +15,12 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ddbench.core import paths, registry
-from ddbench.core.config import config_to_dict, resolve_config
+from ddbench.core.config import config_to_dict
 from ddbench.core.device import resolve_device
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter, read_manifest
 from ddbench.core.errors import ConfigError
+from ddbench.core.hashing import stable_hash
+from ddbench.core.identity import RunIdentity, readable_label
 from ddbench.core.interfaces import DatasetSpec, DistillTask, EvalTask, Evaluator, Method, PluginBase, Teacher, TeacherProvider
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.results import ResultRow, ResultsStore
@@ -28,7 +28,7 @@ from ddbench.core.seeding import seed_everything
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:10]
+    return stable_hash(config, 10)
 
 
 def split_overrides(
@@ -69,9 +69,12 @@ def split_overrides(
 
 
 def build_plugin(plugin_cls: type[PluginBase], dataset: DatasetSpec, overrides: Mapping[str, str]) -> PluginBase:
-    """An instance with defaults, then the dataset preset, then the user's overrides."""
-    config = resolve_config(plugin_cls.Config, plugin_cls.preset_for(dataset), overrides, owner=f"{plugin_cls.name} config")
-    return plugin_cls(config)
+    """An instance with defaults, then the dataset preset, then the ablation preset, then the
+    user's overrides (which always win); `plugin.defaults` is the config without the overrides."""
+    config, defaults = plugin_cls.resolve(dataset, overrides)
+    plugin = plugin_cls(config)
+    plugin.defaults = defaults
+    return plugin
 
 
 def _unknown_key_message(key: str, method_cls: type | None, evaluator_classes: Sequence[type]) -> str:
@@ -91,6 +94,7 @@ class RunRequest:
     dataset: str
     ipc: int
     data_root: str | None = None
+    resolution: int | None = None
     seeds: Sequence[int] = (0,)
     distill_seed: int = 0
     evaluators: Sequence[str] = ("rded",)
@@ -105,15 +109,32 @@ class RunRequest:
 
 @dataclass
 class RunSummary:
-    run_id: str
+    identity: RunIdentity
     distilled: DistilledSet
     rows: list[ResultRow]
     skipped: int
     distill_time_s: float
 
+    @property
+    def run_id(self) -> str:
+        return self.identity.run_id
 
-def run_id_for(dataset: str, method: str, ipc: int, seed: int, method_config: Mapping[str, Any]) -> str:
-    return f"{dataset}/{method}-ipc{ipc}-seed{seed}-{config_hash(method_config)}"
+
+def build_identity(method: Method, dataset: DatasetSpec, ipc: int, seed: int, teacher: Teacher | None = None) -> RunIdentity:
+    """The run identity, built once: the method's resolved config (and its defaults, for the
+    label), the dataset fingerprint, and the hashes of every weight file the method uses."""
+    weights = dict(method.weights_identity(dataset))
+    if teacher is not None:
+        weights["teacher"] = teacher.checkpoint_sha256 or f"unhashed:{teacher.source}"
+    return RunIdentity(
+        method=method.name,
+        config=config_to_dict(method.config),
+        dataset=dataset.fingerprint(),
+        ipc=ipc,
+        seed=seed,
+        weights=weights,
+        label_defaults=dict(getattr(method, "defaults", {})),
+    )
 
 
 def _check_ipc(dataset: DatasetSpec, ipc: int) -> None:
@@ -143,6 +164,13 @@ class TeacherCache:
             self._teachers[key] = self.provider(dataset, arch, self.device, self.progress)
         return self._teachers[key]
 
+    def identify(self, dataset: DatasetSpec, arch: str) -> str | None:
+        """The sha256 of the teacher `get` would return, when known without loading or training it."""
+        if (dataset.name, arch) in self._teachers:
+            return self._teachers[(dataset.name, arch)].checkpoint_sha256
+        identify = getattr(self.provider, "identify", None)
+        return identify(dataset, arch) if identify is not None else None
+
 
 def distill(
     method: Method,
@@ -153,21 +181,15 @@ def distill(
     device: torch.device,
     teacher: Teacher | None,
     progress: Progress,
+    identity: RunIdentity | None = None,
 ) -> DistilledSet:
     """Write (or resume) the distilled set of `method` into `out_dir`."""
     _check_ipc(dataset, ipc)
+    identity = identity or build_identity(method, dataset, ipc, seed, teacher)
     seed_everything(seed)
-    writer_args = dict(
-        method=method.name,
-        config=config_to_dict(method.config),
-        dataset=dataset.name,
-        class_names=dataset.class_names,
-        ipc=ipc,
-        seed=seed,
-        teacher=teacher.info() if teacher else None,
-    )
     task = DistillTask(dataset=dataset, ipc=ipc, seed=seed, device=device, writer=None, teacher=teacher, progress=progress)  # type: ignore[arg-type]
-    task.writer = DistilledSetWriter(out_dir, extra=method.manifest_extra(task), **writer_args)
+    task.writer = DistilledSetWriter(out_dir, identity, dataset.class_names,
+                                     teacher=teacher.info() if teacher else None, extra=method.manifest_extra(task))
     if not task.writer.pending_classes() and task.writer.manifest.get("complete"):
         return DistilledSet.open(out_dir, class_names=dataset.class_names, dataset=dataset.name)
     return method.distill(task)
@@ -176,7 +198,6 @@ def distill(
 def evaluate(
     distilled: DistilledSet,
     dataset: DatasetSpec,
-    run_id: str,
     evaluators: Sequence[Evaluator],
     students: Sequence[str],
     teacher_archs: Sequence[str],
@@ -186,17 +207,24 @@ def evaluate(
     teachers: TeacherCache,
     progress: Progress = NullProgress(),
     force: bool = False,
+    identity: RunIdentity | None = None,
 ) -> tuple[list[ResultRow], int]:
     """Every (evaluator, teacher, student, seed); one results row each. Returns (rows, skipped)."""
+    identity = identity or distilled.identity
+    dataset_fingerprint = stable_hash(dataset.fingerprint(), 16)
     rows, skipped = [], 0
     for evaluator in evaluators:
         evaluator_config = config_to_dict(evaluator.config)
         evaluator_hash = config_hash(evaluator_config)
+        evaluator_label = readable_label(evaluator.name, evaluator_config, getattr(evaluator, "defaults", {}))
         archs: Sequence[str | None] = teacher_archs if evaluator.needs_teacher else [None]
         jobs = [(arch, student, seed) for arch in archs for student in students for seed in seeds]
         with progress.task(f"{evaluator.name}: evaluating", total=len(jobs)) as bar:
             for arch, student, seed in jobs:
-                if not force and store.has(run_id, evaluator.name, evaluator_hash, student, arch, seed):
+                known_teacher = teachers.identify(dataset, arch) if arch else ""
+                if not force and known_teacher is not None and store.has(
+                    identity.run_id, evaluator.name, evaluator.protocol_version, evaluator_hash, student, known_teacher, seed
+                ):
                     skipped += 1
                     bar.advance()
                     continue
@@ -206,24 +234,36 @@ def evaluate(
                 task = EvalTask(dataset=dataset, student=student, seed=seed, device=device, teacher=teacher, progress=progress,
                                 workdir=paths.cache_dir("eval-state"))
                 result = evaluator.evaluate(distilled, task)
+                details = result.details or {}
                 row = ResultRow(
-                    run_id=run_id,
-                    method=distilled.method,
+                    run_id=identity.run_id,
+                    configuration=identity.configuration,
+                    label=identity.label,
+                    method=identity.method,
+                    method_config=dict(identity.config),
+                    weights=dict(identity.weights),
                     dataset=dataset.name,
+                    dataset_fingerprint=dataset_fingerprint,
+                    resolution=dataset.resolution,
                     ipc=distilled.ipc,
+                    distill_seed=identity.seed,
                     evaluator=evaluator.name,
+                    evaluator_protocol=evaluator.protocol_version,
+                    evaluator_config=evaluator_config,
+                    evaluator_config_hash=evaluator_hash,
+                    evaluator_label=evaluator_label,
+                    recipe=details.get("recipe"),
+                    details=details,
                     student=student,
                     seed=seed,
                     metric=result.primary,
                     value=result.value,
                     metrics=result.metrics,
-                    method_config=distilled.manifest.get("config", {}),
-                    evaluator_config=evaluator_config,
-                    evaluator_config_hash=evaluator_hash,
                     distilled_path=str(distilled.root),
                     distilled_hash=distilled.content_hash,
                     wall_time_s=time.perf_counter() - started,
                     teacher=arch,
+                    teacher_key=(teacher.checkpoint_sha256 or "") if teacher else "",
                     teacher_info=teacher.info() if teacher else None,
                 )
                 store.add(row)
@@ -239,26 +279,27 @@ def make_evaluators(names: Sequence[str], dataset: DatasetSpec, overrides: Mappi
 
 def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, progress: Progress = NullProgress()) -> RunSummary:
     """Distill with `request.method`, then evaluate; rows go into the results store."""
-    dataset = registry.create_dataset(request.dataset, request.data_root)
+    dataset = registry.create_dataset(request.dataset, request.data_root, request.resolution)
     method_cls = registry.load_method(request.method)
     evaluator_classes = [registry.load_evaluator(name) for name in request.evaluators]
     method_overrides, evaluator_overrides = split_overrides(request.overrides, method_cls, evaluator_classes)
     method = build_plugin(method_cls, dataset, method_overrides)
     evaluators = make_evaluators(request.evaluators, dataset, evaluator_overrides)
     device = resolve_device(request.device)
-    teachers = TeacherCache(teacher_provider, device, progress)
-    run_id = run_id_for(dataset.name, method.name, request.ipc, request.distill_seed, config_to_dict(method.config))
-    out_dir = Path(request.out_dir) if request.out_dir else paths.runs_dir() / run_id
-    teacher = teachers.get(dataset, request.teachers[0], f"method {method.name}") if method.needs_teacher else None
-    started = time.perf_counter()
-    distilled = distill(method, dataset, request.ipc, request.distill_seed, out_dir, device, teacher, progress)
-    distill_time = time.perf_counter() - started
+    # opened first: an unwritable results database fails now, not after hours of distillation
     with ResultsStore(request.results_path or paths.default_results_path()) as store:
+        teachers = TeacherCache(teacher_provider, device, progress)
+        teacher = teachers.get(dataset, request.teachers[0], f"method {method.name}") if method.needs_teacher else None
+        identity = build_identity(method, dataset, request.ipc, request.distill_seed, teacher)
+        out_dir = Path(request.out_dir) if request.out_dir else paths.runs_dir() / identity.run_id
+        started = time.perf_counter()
+        distilled = distill(method, dataset, request.ipc, request.distill_seed, out_dir, device, teacher, progress, identity)
+        distill_time = time.perf_counter() - started
         rows, skipped = evaluate(
-            distilled, dataset, run_id, evaluators, request.students, request.teachers, request.seeds,
-            device, store, teachers, progress, request.force,
+            distilled, dataset, evaluators, request.students, request.teachers, request.seeds,
+            device, store, teachers, progress, request.force, identity,
         )
-    return RunSummary(run_id=run_id, distilled=distilled, rows=rows, skipped=skipped, distill_time_s=distill_time)
+    return RunSummary(identity=identity, distilled=distilled, rows=rows, skipped=skipped, distill_time_s=distill_time)
 
 
 def evaluate_folder(
@@ -275,6 +316,7 @@ def evaluate_folder(
     teacher_provider: TeacherProvider | None = None,
     progress: Progress = NullProgress(),
     force: bool = False,
+    resolution: int | None = None,
 ) -> tuple[list[ResultRow], int]:
     """`ddbench eval DIR`: evaluate a distilled folder made by ddbench or by any other tool."""
     folder = Path(folder)
@@ -283,15 +325,14 @@ def evaluate_folder(
         if not manifest_path.exists():
             raise ConfigError(f"{folder} has no manifest.json; pass --dataset to say which dataset it distils")
         dataset_name = read_manifest(folder)["dataset"]
-    dataset = registry.create_dataset(dataset_name, data_root)
+    dataset = registry.create_dataset(dataset_name, data_root, resolution)
     distilled = DistilledSet.open(folder, class_names=dataset.class_names, dataset=dataset.name)
     evaluator_classes = [registry.load_evaluator(name) for name in evaluators]
     _, evaluator_overrides = split_overrides(overrides, None, evaluator_classes)
     built = make_evaluators(evaluators, dataset, evaluator_overrides)
     resolved_device = resolve_device(device)
-    run_id = f"{dataset.name}/eval-{distilled.method}-{distilled.content_hash[:12]}"
     with ResultsStore(results_path or paths.default_results_path()) as store:
         return evaluate(
-            distilled, dataset, run_id, built, students, teachers, seeds, resolved_device, store,
+            distilled, dataset, built, students, teachers, seeds, resolved_device, store,
             TeacherCache(teacher_provider, resolved_device, progress), progress, force,
         )

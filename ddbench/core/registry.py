@@ -12,6 +12,7 @@ from typing import Any
 
 from ddbench.core.errors import ConfigError
 
+COMMANDS_GROUP = "ddbench.commands"
 GROUPS = {
     "methods": "ddbench.methods",
     "evaluators": "ddbench.evaluators",
@@ -65,6 +66,16 @@ def load_dataset(name: str) -> Any:
     return load("datasets", name)
 
 
-def create_dataset(name: str, root: str | None = None) -> Any:
-    """An instance of the dataset spec `name` reading from `root` (ignored by embedded datasets)."""
-    return load_dataset(name)(root=root)
+def create_dataset(name: str, root: str | None = None, resolution: int | None = None) -> Any:
+    """An instance of the dataset spec `name` reading from `root` (ignored by embedded datasets),
+    at `resolution` px (default: the dataset's own)."""
+    return load_dataset(name)(root=root, resolution=resolution)
+
+
+def command_entry_points() -> dict[str, EntryPoint]:
+    """CLI subcommands that packages add through the `ddbench.commands` entry-point group
+    (ddbench's own `teacher`, `var`, `hieramp` groups come the same way)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=COMMANDS_GROUP):
+        found.setdefault(ep.name, ep)
+    return found

@@ -5,8 +5,9 @@
 - a class-folder PNG tree: `train/<class>/*.png` and `test/<class>/*.png`.
 
 Class order is the official label order of the release (CIFAR-10: airplane ... truck; CIFAR-100:
-the 100 fine labels in alphabetical order, as in the release's `meta` file). The official test
-set is ddbench's `val` split.
+the 100 fine labels in alphabetical order, as in the release's `meta` file), read from
+`data/cifar10_classes.txt` and `data/cifar100_classes.txt`, which cite where they were checked. The
+official test set is ddbench's `val` split.
 """
 
 from __future__ import annotations
@@ -21,26 +22,25 @@ import numpy as np
 from ddbench.core.errors import ConfigError, DataError
 from ddbench.core.images import ArrayImageDataset, ImageFileDataset
 from ddbench.core.interfaces import Archive, DatasetSpec
-from ddbench.datasets.folders import class_folder_samples, require_root
+from ddbench.datasets.folders import CLASS_LIST_DIR, class_folder_samples, read_class_list, require_root
 
-CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-CIFAR100_CLASSES = """apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus
-butterfly camel can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup
-dinosaur dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion
-lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree pear
-pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea seal shark shrew
-skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table tank telephone television
-tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman worm""".split()
+CIFAR10_CLASSES = read_class_list(CLASS_LIST_DIR / "cifar10_classes.txt")
+CIFAR100_CLASSES = read_class_list(CLASS_LIST_DIR / "cifar100_classes.txt")
 
 
 class _Cifar(DatasetSpec):
     resolution = 32
     preset_family = "cifar"
+    teacher_recipe = "cifar"
     pickle_dir: ClassVar[str]
     pickle_files: ClassVar[dict[str, list[str]]]
     label_key: ClassVar[bytes]
     classes: ClassVar[list[str]]
+
+    @classmethod
+    def data_root_after_fetch(cls, unpacked: Path) -> Path:
+        """The pickle folder is found under the root, so the root is the folder above it."""
+        return unpacked.parent
 
     @property
     def class_names(self) -> list[str]:

@@ -59,6 +59,7 @@ class Digits(DatasetSpec):
     mean = (0.3053, 0.3053, 0.3053)
     std = (0.3189, 0.3189, 0.3189)
     preset_family = "digits"
+    teacher_recipe = "digits"
     source = "embedded: scikit-learn's load_digits() (no download needed)"
 
     @property

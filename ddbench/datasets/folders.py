@@ -1,8 +1,10 @@
 """Shared reading of class-folder trees (`<split>/<class>/<image>`), with layout errors that say
-what was expected and where to get the data."""
+what was expected and where to get the data, and of the packaged class lists (`data/*_classes.txt`,
+each citing its published source in its header)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
@@ -42,8 +44,29 @@ def class_folder_samples(
     return samples
 
 
-def read_class_list(path: Path) -> list[str]:
-    """First column of a packaged class list, skipping comments."""
-    lines = [line.split("\t")[0].strip() for line in path.read_text().splitlines()]
-    return [line for line in lines if line and not line.startswith("#")]
+CLASS_LIST_DIR = Path(__file__).parent / "data"
 
+
+def read_class_entries(path: Path) -> list[tuple[str, str | None]]:
+    """(class id, human-readable name or None) per line of a packaged class list, in file order.
+
+    `#` lines are the header (source citation, order, format); an entry is `id` or `id<TAB>name`.
+    """
+    entries: list[tuple[str, str | None]] = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        fields = line.rstrip().split("\t")
+        if len(fields) > 2 or not fields[0].strip():
+            raise DataError(f"{path}:{number}: expected 'id' or 'id<TAB>name', got {line!r}; fix the class list")
+        entries.append((fields[0].strip(), fields[1].strip() if len(fields) == 2 else None))
+    counts = Counter(class_id for class_id, _ in entries)
+    duplicates = sorted(class_id for class_id, count in counts.items() if count > 1)
+    if duplicates:
+        raise DataError(f"{path} lists {', '.join(duplicates)} more than once; fix the class list")
+    return entries
+
+
+def read_class_list(path: Path) -> list[str]:
+    """The class ids of a packaged class list, in file order."""
+    return [class_id for class_id, _ in read_class_entries(path)]

@@ -1,10 +1,10 @@
 """ImageNet and its subsets as class folders named by WNID: `ROOT/train/<wnid>/*`, `ROOT/val/<wnid>/*`.
 
 Class index = position in sorted WNIDs, which for every subset is also the relative ImageNet-1K
-index order, so teachers trained elsewhere (and ImageNet-1K heads) line up. The 1,000 WNIDs ship
-with the package (`data/imagenet1k_classes.txt`); ImageNet-100 is the class list of Tian et al.,
-"Contrastive Multiview Coding" (ECCV 2020), the one RDED and later DD papers use
-(`data/imagenet100_classes.txt`).
+index order, so teachers trained elsewhere (and ImageNet-1K heads) line up. Every class list ships
+as a data file whose header cites its source: `data/imagenet1k_classes.txt` (ILSVRC-2012, with
+names), `woof_classes.txt` and `nette_classes.txt` (fast.ai), `imagenet100_classes.txt` (Tian et
+al., "Contrastive Multiview Coding", ECCV 2020, the list RDED and later DD papers use).
 """
 
 from __future__ import annotations
@@ -13,29 +13,35 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from ddbench.core.errors import ConfigError
+from ddbench.core.errors import ConfigError, DataError
 from ddbench.core.images import ImageFileDataset
 from ddbench.core.interfaces import Archive, DatasetSpec
-from ddbench.datasets.folders import class_folder_samples, read_class_list, require_root
+from ddbench.datasets.folders import (
+    CLASS_LIST_DIR,
+    class_folder_samples,
+    read_class_entries,
+    read_class_list,
+    require_root,
+)
 
-DATA_DIR = Path(__file__).parent / "data"
 FASTAI = "https://s3.amazonaws.com/fast-ai-imageclas"
 
 
 @lru_cache(maxsize=1)
 def imagenet1k_classes() -> dict[str, str]:
     """WNID -> short name, in ImageNet-1K index order."""
-    entries = {}
-    for line in (DATA_DIR / "imagenet1k_classes.txt").read_text().splitlines():
-        if line and not line.startswith("#"):
-            wnid, name = line.split("\t")
-            entries[wnid] = name
+    path = CLASS_LIST_DIR / "imagenet1k_classes.txt"
+    entries = dict(read_class_entries(path))
+    unnamed = [wnid for wnid, name in entries.items() if not name]
+    if unnamed:
+        raise DataError(f"{path} gives no name for {', '.join(unnamed[:3])}; every line must be wnid<TAB>name")
     return entries
 
 
 class _WnidFolders(DatasetSpec):
     resolution = 224
     preset_family = "imagenet"
+    teacher_recipe = "imagenet"
     wnids: ClassVar[list[str]]  # any order; sorted on use
     layout = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
 
@@ -54,8 +60,8 @@ class _WnidFolders(DatasetSpec):
         order = list(imagenet1k_classes())
         return [order.index(wnid) for wnid in self.class_names]
 
-    def __init__(self, root: str | Path | None = None):
-        super().__init__(root)
+    def __init__(self, root: str | Path | None = None, resolution: int | None = None):
+        super().__init__(root, resolution)
         self._samples: dict[str, list[tuple[Path, int]]] = {}  # listing a big tree once per split
 
     def split(self, name: str, transform: Callable | None = None) -> ImageFileDataset:
@@ -69,8 +75,7 @@ class _WnidFolders(DatasetSpec):
 
 class ImageWoof(_WnidFolders):
     name = "woof"
-    wnids = ["n02086240", "n02087394", "n02088364", "n02089973", "n02093754",
-             "n02096294", "n02099601", "n02105641", "n02111889", "n02115641"]
+    wnids = read_class_list(CLASS_LIST_DIR / "woof_classes.txt")
     source = "the fast.ai imagewoof2 archives (github.com/fastai/imagenette)"
     archives = {
         "default": Archive(f"{FASTAI}/imagewoof2.tgz", checksum="md5:5eaf5bbf4bf16a77c616dc6e8dd5f8e9",
@@ -83,8 +88,7 @@ class ImageWoof(_WnidFolders):
 
 class ImageNette(_WnidFolders):
     name = "nette"
-    wnids = ["n01440764", "n02102040", "n02979186", "n03000684", "n03028079",
-             "n03394916", "n03417042", "n03425413", "n03445777", "n03888605"]
+    wnids = read_class_list(CLASS_LIST_DIR / "nette_classes.txt")
     source = "the fast.ai imagenette2 archives (github.com/fastai/imagenette)"
     archives = {
         "default": Archive(f"{FASTAI}/imagenette2.tgz", checksum="md5:fe2fc210e6bb7c5664d602c3cd71e612",
@@ -98,11 +102,12 @@ class ImageNette(_WnidFolders):
 
 class ImageNet100(_WnidFolders):
     name = "imagenet100"
-    wnids = read_class_list(DATA_DIR / "imagenet100_classes.txt")
+    wnids = read_class_list(CLASS_LIST_DIR / "imagenet100_classes.txt")
     source = "ImageNet-1K (image-net.org), keeping the 100 classes of ddbench/datasets/data/imagenet100_classes.txt"
 
 
 class ImageNet1K(_WnidFolders):
     name = "imagenet1k"
+    teacher_recipe = "imagenet1k"
     wnids = list(imagenet1k_classes())
     source = "image-net.org (ILSVRC-2012), with val/ sorted into class folders"

@@ -1,19 +1,20 @@
 """Teachers: the documented recipe, the cache, external checkpoints, and `TeacherStore`, the
-`TeacherProvider` the CLI installs (`make_teacher_provider`)."""
+`TeacherProvider` the CLI installs (`make_teacher_provider`). Names import on first use, so the
+CLI can load `ddbench.teachers.commands` without torch."""
 
-from ddbench.teachers.checkpoints import extract_state_dict, load_teacher_checkpoint
-from ddbench.teachers.recipes import RECIPES, TeacherRecipe, recipe_for, recipe_hash
-from ddbench.teachers.store import TeacherStore, accuracy_floor, make_teacher_provider, measure_accuracy
+from ddbench.core.lazy import lazy_exports
 
-__all__ = [
-    "RECIPES",
-    "TeacherRecipe",
-    "TeacherStore",
-    "accuracy_floor",
-    "extract_state_dict",
-    "load_teacher_checkpoint",
-    "make_teacher_provider",
-    "measure_accuracy",
-    "recipe_for",
-    "recipe_hash",
-]
+_EXPORTS = {
+    "extract_state_dict": "checkpoints",
+    "load_teacher_checkpoint": "checkpoints",
+    "RECIPES": "recipes",
+    "TeacherRecipe": "recipes",
+    "recipe_for": "recipes",
+    "recipe_hash": "recipes",
+    "TeacherStore": "store",
+    "accuracy_floor": "store",
+    "make_teacher_provider": "store",
+    "measure_accuracy": "store",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

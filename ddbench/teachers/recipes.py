@@ -23,7 +23,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import DatasetSpec
+from ddbench.models.fingerprint import definition_fingerprint
 from ddbench.training import TrainingRecipe
 
 #: bump when the training code changes what a recipe produces
@@ -81,8 +83,15 @@ RECIPES: dict[str, TeacherRecipe] = {
 
 
 def recipe_for(dataset: DatasetSpec, **overrides: Any) -> TeacherRecipe:
-    """The recipe for a dataset (by name, then by preset family, else the cifar one), with overrides."""
-    recipe = RECIPES.get(dataset.name) or RECIPES.get(dataset.preset_family) or RECIPES["cifar"]
+    """The recipe the dataset declares (`DatasetSpec.teacher_recipe`), with overrides; a dataset
+    that declares none, or an unknown one, is an error, never another dataset's recipe."""
+    recipe = RECIPES.get(dataset.teacher_recipe)
+    if recipe is None:
+        declared = f"declares teacher recipe {dataset.teacher_recipe!r}" if dataset.teacher_recipe else "declares no teacher recipe"
+        raise ConfigError(
+            f"dataset {dataset.name!r} {declared}; known recipes: {', '.join(RECIPES)}. Pass a trained teacher "
+            "with --teacher-ckpt PATH, or set `teacher_recipe` on the dataset class"
+        )
     return dataclasses.replace(recipe, **overrides) if overrides else recipe
 
 
@@ -95,5 +104,6 @@ def recipe_hash(recipe: TeacherRecipe, dataset: DatasetSpec, arch: str) -> str:
         "resolution": dataset.resolution,
         "classes": list(dataset.class_names),
         "arch": arch,
+        "model_definition": definition_fingerprint(arch, dataset.num_classes, dataset.resolution),
     }
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import ddbench
-from ddbench.core.distilled import sha256_file
+from ddbench.core.hashing import cached_sha256_file, sha256_file
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.interfaces import DatasetSpec, Teacher
 from ddbench.core.paths import home
@@ -114,11 +114,27 @@ class TeacherStore:
             )
         return self.train(dataset, arch, device, progress)
 
+    def identify(self, dataset: DatasetSpec, arch: str) -> str | None:
+        """The sha256 of the teacher `self(dataset, arch, ...)` would return, without loading it;
+        None when none exists yet (it would be trained)."""
+        checkpoint = self.checkpoints.get(arch, self.checkpoints.get(None))
+        if checkpoint is not None:
+            if not Path(checkpoint).is_file():
+                raise CheckpointError(f"teacher checkpoint {checkpoint} does not exist; check --teacher-ckpt")
+            return cached_sha256_file(checkpoint)
+        record_path = self.cache_path(dataset, arch).with_suffix(".json")
+        if not record_path.is_file():
+            return None
+        try:
+            return json.loads(record_path.read_text()).get("sha256")
+        except ValueError as exc:
+            raise CheckpointError(f"{record_path} is not valid JSON ({exc}); delete it and its .pt to retrain") from exc
+
     def from_checkpoint(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
         model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution)
         accuracy = measure_accuracy(model, dataset, device)
         check_accuracy(accuracy, dataset, str(path))
-        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, sha256_file(path), f"checkpoint:{path}")
+        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, cached_sha256_file(path), f"checkpoint:{path}")
 
     def from_cache(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
         record_path = path.with_suffix(".json")

@@ -19,7 +19,7 @@ def test_run_then_leaderboard_shows_mean_std_over_seeds(cli, tmp_path):
     assert len(records) == 1 and records[0]["n"] == 3 and records[0]["student"] == "resnet18"
     exported = tmp_path / "board.csv"
     assert cli("leaderboard", "--format", "csv", "--output", str(exported)).exit_code == 0
-    assert exported.read_text().startswith("dataset,ipc,evaluator")
+    assert exported.read_text().startswith("dataset,dataset_fingerprint,resolution,ipc,evaluator")
 
     rerun = cli("run", "--method", "random", "--dataset", "digits", "--ipc", "2", "--seeds", "0,1,2",
                 "--evaluator", "hard_label", "--set", "epochs=1", "--device", "cpu")

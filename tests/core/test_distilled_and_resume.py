@@ -7,6 +7,7 @@ from ddbench.core.config import config_to_dict
 from ddbench.core.device import resolve_device
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter
 from ddbench.core.errors import ConfigError, DistilledSetError
+from ddbench.core.identity import RunIdentity
 from ddbench.core.pipeline import distill
 from ddbench.core.progress import NullProgress
 from ddbench.core.registry import create_dataset
@@ -106,6 +107,7 @@ def test_foreign_class_folders_open_with_the_dataset_class_order(tmp_path):
 
 
 def test_writer_rejects_wrong_image_count(tmp_path):
-    writer = DistilledSetWriter(tmp_path, method="m", config={}, dataset="digits", class_names=["a"], ipc=2, seed=0)
+    identity = RunIdentity(method="m", config={}, dataset={"name": "digits"}, ipc=2, seed=0)
+    writer = DistilledSetWriter(tmp_path, identity, ["a"])
     with pytest.raises(DistilledSetError, match="returned 1 images, expected ipc=2"):
         writer.write_class(0, [Image.new("RGB", (4, 4))])

@@ -1,4 +1,4 @@
-"""A third-party package adds a method and an evaluator through entry points alone."""
+"""A third-party package adds a method, an evaluator and a CLI subcommand through entry points alone."""
 
 import os
 import subprocess
@@ -50,6 +50,16 @@ PLUGIN_CODE = textwrap.dedent('''
             val = task.dataset.split("val")
             correct = sum(int(np.argmin(((centers - as_array(img)) ** 2).sum(1)) == label) for img, label in val)
             return EvalResult(metrics={"top1": 100.0 * correct / len(val)}, primary="top1")
+
+
+    import click
+
+
+    @click.command("toy-hello")
+    @click.option("--name", default="world")
+    def hello(name):
+        """Say hello (a subcommand from a third-party package)."""
+        click.echo(f"hello {name} from the toy plugin")
 ''')
 
 ENTRY_POINTS = textwrap.dedent('''
@@ -58,6 +68,9 @@ ENTRY_POINTS = textwrap.dedent('''
 
     [ddbench.evaluators]
     nearest-mean = toy_ddbench_plugin:NearestMean
+
+    [ddbench.commands]
+    toy-hello = toy_ddbench_plugin:hello
 ''')
 
 
@@ -93,3 +106,32 @@ def test_third_party_method_and_evaluator_are_listed_and_run(tmp_path, isolated_
 
     without = {**os.environ, "COLUMNS": "200"}
     assert "group-means" not in ddbench(["list", "methods"], without).stdout
+
+
+def test_third_party_subcommand_is_added_through_the_commands_entry_point(tmp_path):
+    make_plugin_package(tmp_path / "site")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]),
+           "COLUMNS": "200"}
+    listed = ddbench(["--help"], env)
+    assert listed.returncode == 0 and "toy-hello" in listed.stdout and "Say hello" in listed.stdout
+    ran = ddbench(["toy-hello", "--name", "ddbench"], env)
+    assert ran.returncode == 0 and "hello ddbench from the toy plugin" in ran.stdout
+
+
+def test_help_list_and_leaderboard_start_without_torch(tmp_path):
+    """The CLI imports no plugin and no torch to show help, list plugins or print a leaderboard."""
+    probe = textwrap.dedent('''
+        import sys
+        from click.testing import CliRunner
+        from ddbench.cli import main
+        for args in (["--help"], ["list", "methods"], ["teacher", "--help"], ["hieramp", "--help"], ["var", "--help"],
+                     ["leaderboard", "--results", sys.argv[1]]):
+            result = CliRunner().invoke(main, args)
+            assert "torch" not in sys.modules, (args, sorted(m for m in sys.modules if m.startswith("ddbench")))
+        print("no torch")
+    ''')
+    from ddbench.core.results import ResultsStore
+
+    ResultsStore(tmp_path / "r.sqlite").close()
+    out = subprocess.run([sys.executable, "-c", probe, str(tmp_path / "r.sqlite")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "no torch" in out.stdout, out.stderr

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter
+from ddbench.core.identity import RunIdentity
 from ddbench.core.images import ArrayImageDataset
 from ddbench.core.interfaces import DatasetSpec
 
@@ -25,6 +26,7 @@ class ColourSquares(DatasetSpec):
     mean = (0.5, 0.5, 0.5)
     std = (0.35, 0.35, 0.35)
     preset_family = "digits"
+    teacher_recipe = "digits"
     num_colours = 4
     per_class = {"train": 24, "val": 12}
 
@@ -46,10 +48,8 @@ def write_distilled(dataset: DatasetSpec, root: Path, ipc: int = 4, extra: dict 
     """The first `ipc` train images of each class, written as a ddbench distilled set."""
     train = dataset.split("train")
     by_class = dataset.class_indices("train")
-    writer = DistilledSetWriter(
-        root, method="first", config={}, dataset=dataset.name, class_names=dataset.class_names, ipc=ipc, seed=0,
-        extra=extra,
-    )
+    identity = RunIdentity(method="first", config={}, dataset=dataset.fingerprint(), ipc=ipc, seed=0)
+    writer = DistilledSetWriter(root, identity, dataset.class_names, extra=extra)
     for class_index in writer.pending_classes():
         writer.write_class(class_index, [train[i][0] for i in by_class[class_index][:ipc]])
     return writer.finalize()

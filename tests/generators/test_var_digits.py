@@ -30,7 +30,7 @@ def models():
 
 def test_shipped_vqvae_reconstructs_validation_digits(digits, models):
     _, vqvae = models
-    (val_images, _) = digits[1]
+    val_images = digits[1].images
     images = to_signed_unit(val_images)
     value = psnr(images, vqvae.reconstruct(images))
     print(f"\ndigits VQ-VAE validation PSNR: {value:.2f} dB")
@@ -41,7 +41,7 @@ def test_shipped_vqvae_reconstructs_validation_digits(digits, models):
 def test_class_conditional_samples_are_recognised(digits, models):
     from sklearn.linear_model import LogisticRegression
 
-    (train_images, train_labels), _ = digits
+    train_images, train_labels = digits[0].images, digits[0].labels
     classifier = LogisticRegression(max_iter=2000, C=0.1)
     classifier.fit(train_images[:, 0].flatten(1).float().numpy() / 255.0, train_labels.numpy())
     transformer, vqvae = models

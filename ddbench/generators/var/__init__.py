@@ -6,18 +6,20 @@ Public API:
     load_digits_models(device="cpu") -> (VARTransformer, VQVAE)   # weights shipped in the package
     sample_images(transformer, vqvae, labels, cfg=1.5, top_k=900, top_p=0.96, generator=None) -> (B,3,H,W) in [0,1]
 `source` is a local path, a state dict, or a hub id such as "FoundationVision/var/var_d16.pth".
+Names import on first use, so the CLI can load the `var` command group without torch.
 """
 
-from ddbench.generators.var.attention import KVCache, SelfAttention
-from ddbench.generators.var.configs import PRESETS, VARConfig, VARPreset, VQVAEConfig, get_preset
-from ddbench.generators.var.loading import build_var, build_vqvae, load_var, load_vqvae, release_manifest
-from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler, sample_images
-from ddbench.generators.var.shipped import load_digits_models
-from ddbench.generators.var.transformer import VARTransformer
-from ddbench.generators.var.vqvae import VQVAE
+from ddbench.core.lazy import lazy_exports
 
-__all__ = [
-    "KVCache", "SelfAttention", "PRESETS", "VARConfig", "VARPreset", "VQVAEConfig", "get_preset", "build_var",
-    "build_vqvae", "load_var", "load_vqvae", "release_manifest", "SamplingOptions", "ScaleSampler", "sample_images",
-    "load_digits_models", "VARTransformer", "VQVAE",
-]
+_EXPORTS = {
+    "KVCache": "attention", "SelfAttention": "attention",
+    "PRESETS": "configs", "VARConfig": "configs", "VARPreset": "configs", "VQVAEConfig": "configs", "get_preset": "configs",
+    "build_var": "loading", "build_vqvae": "loading", "load_var": "loading", "load_vqvae": "loading",
+    "release_manifest": "loading",
+    "SamplingOptions": "sampling", "ScaleSampler": "sampling", "sample_images": "sampling",
+    "load_digits_models": "shipped",
+    "VARTransformer": "transformer",
+    "VQVAE": "vqvae",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

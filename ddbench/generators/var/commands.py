@@ -33,10 +33,10 @@ def _splits(preset, data_root: str | None):
     return spec.split("train"), spec.split("val")
 
 
-def _train_config(preset_train, steps, batch_size, lr, seed):
+def _train_config(preset_train, steps, batch_size, lr, seed, precision):
     from ddbench.generators.var.configs import with_overrides
 
-    return with_overrides(preset_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
+    return with_overrides(preset_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
 
 
 def _echo_summary(summary: dict) -> None:
@@ -53,6 +53,8 @@ common = [
     click.option("--lr", type=float, default=None, help="Override the preset's peak learning rate."),
     click.option("--seed", type=int, default=None, help="Override the preset's seed."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
+    click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default=None,
+                 help="Training precision (default fp32); bf16/fp16 autocast need CUDA, auto: bf16 on CUDA."),
 ]
 
 
@@ -69,7 +71,7 @@ def var_group() -> None:
 
 @var_group.command("train-vqvae")
 @training_options
-def train_vqvae_command(preset, data_root, out, steps, batch_size, lr, seed, device):
+def train_vqvae_command(preset, data_root, out, steps, batch_size, lr, seed, device, precision):
     """Train a preset's VQ-VAE; resumes from OUT/vqvae_last.ckpt; writes OUT/vqvae.pth."""
     from ddbench.core.device import resolve_device
     from ddbench.generators.var.configs import get_preset
@@ -78,14 +80,14 @@ def train_vqvae_command(preset, data_root, out, steps, batch_size, lr, seed, dev
     config = get_preset(preset)
     train_set, val_set = _splits(config, data_root)
     summary = train_vqvae(config, train_set, val_set, _out_dir(out, preset), device=resolve_device(device),
-                          progress=_progress(), train_config=_train_config(config.vqvae_train, steps, batch_size, lr, seed))
+                          progress=_progress(), train_config=_train_config(config.vqvae_train, steps, batch_size, lr, seed, precision))
     _echo_summary(summary)
 
 
 @var_group.command("train")
 @training_options
 @click.option("--vqvae", "vqvae_path", type=click.Path(), default=None, help="VQ-VAE weights (default OUT/vqvae.pth).")
-def train_var_command(preset, data_root, out, steps, batch_size, lr, seed, device, vqvae_path):
+def train_var_command(preset, data_root, out, steps, batch_size, lr, seed, device, precision, vqvae_path):
     """Train a preset's VAR transformer on a trained VQ-VAE; resumes from OUT/var_last.ckpt; writes OUT/var.pth."""
     from ddbench.core.device import resolve_device
     from ddbench.core.errors import CheckpointError
@@ -100,7 +102,7 @@ def train_var_command(preset, data_root, out, steps, batch_size, lr, seed, devic
                               f"{' --out ' + str(out) if out else ''}` first or pass --vqvae")
     train_set, _ = _splits(config, data_root)
     summary = train_var(config, train_set, vqvae_file, out_dir, device=resolve_device(device), progress=_progress(),
-                        train_config=_train_config(config.var_train, steps, batch_size, lr, seed))
+                        train_config=_train_config(config.var_train, steps, batch_size, lr, seed, precision))
     _echo_summary(summary)
 
 

@@ -61,6 +61,8 @@ class TrainConfig:
     warmup_steps: int = 100
     checkpoint_every: int = 200
     seed: int = 0
+    #: fp32, or on CUDA bf16 (autocast) / fp16 (autocast + GradScaler) / auto (bf16 on CUDA, fp32 on CPU)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)

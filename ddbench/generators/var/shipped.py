@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from ddbench.core.errors import CheckpointError
+from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.var.configs import get_preset
 from ddbench.generators.var.loading import load_var, load_vqvae
@@ -37,6 +38,12 @@ def shipped_info() -> dict:
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{REPRODUCE_COMMAND}`")
     return json.loads(path.read_text())
+
+
+def shipped_weights_identity() -> dict[str, str]:
+    """{role: sha256} of the shipped digits weights (part of a run's identity)."""
+    folder = shipped_weights_dir()
+    return {"generator": cached_sha256_file(folder / SHIPPED_VAR), "vqvae": cached_sha256_file(folder / SHIPPED_VQVAE)}
 
 
 def load_digits_models(device: str | torch.device = "cpu") -> tuple[VARTransformer, VQVAE]:
@@ -65,7 +72,8 @@ def reproduce_digits_weights(out_dir: str | Path, *, device: str | torch.device 
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    preset, spec = get_preset("digits"), create_dataset("digits")
+    preset = get_preset("digits")
+    spec = create_dataset(preset.dataset)
     sidecar_path = out_dir / SIDECAR
     record = json.loads(sidecar_path.read_text()) if sidecar_path.is_file() else {}
     record.update({"command": REPRODUCE_COMMAND, "preset": preset.name, "dataset": "digits (train split)",

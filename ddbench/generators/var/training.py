@@ -1,4 +1,5 @@
-"""Training the small VQ-VAE and VAR presets, with checkpoints that resume after an interruption.
+"""Training the small VQ-VAE and VAR presets on the shared training base (`ddbench.training.fit`),
+with checkpoints that resume after an interruption.
 
 Every batch is drawn from a generator seeded by (seed, stage, step), so a run resumed from its last
 checkpoint sees exactly the batches an uninterrupted run would have seen.
@@ -6,53 +7,41 @@ checkpoint sees exactly the batches an uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import math
-import os
-import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import seed_everything, torch_generator
 from ddbench.generators.var.configs import TrainConfig, VARPreset
-from ddbench.generators.var.loading import build_var, build_vqvae, load_vqvae, strict_load
+from ddbench.generators.var.loading import build_var, build_vqvae, load_vqvae
 from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
+from ddbench.training import (
+    Precision,
+    ResumePoint,
+    TensorImageSet,
+    WarmupCosine,
+    build_optimizer,
+    center_square_resize,
+    fit,
+    load_tensor_set,
+    sampled_batch,
+)
+from ddbench.training.steps import StepLoss
 
 VQVAE_WEIGHTS, VAR_WEIGHTS = "vqvae.pth", "var.pth"
 
 
 # ----- data -----
-def load_images(dataset, resolution: int, progress: Progress = NullProgress(), description: str = "loading images"
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-    """All images of a torch dataset of (PIL image, label) as uint8 (N, 3, r, r) plus labels (N,)."""
-    images = torch.empty(len(dataset), 3, resolution, resolution, dtype=torch.uint8)
-    labels = torch.empty(len(dataset), dtype=torch.long)
-    with progress.task(description, total=len(dataset)) as bar:
-        for index in range(len(dataset)):
-            image, label = dataset[index]
-            image = square_resize(image.convert("RGB"), resolution)
-            images[index] = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1)
-            labels[index] = int(label)
-            bar.advance()
-    return images, labels
-
-
-def square_resize(image: Image.Image, resolution: int) -> Image.Image:
-    """Centre-crop to a square, then resize (bicubic) to resolution x resolution."""
-    width, height = image.size
-    if width != height:
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        image = image.crop((left, top, left + side, top + side))
-    return image if image.size == (resolution, resolution) else image.resize((resolution, resolution), Image.BICUBIC)
+def load_images(dataset, resolution: int, progress: Progress = NullProgress(), description: str = "training images"
+                ) -> TensorImageSet:
+    """All images of a torch dataset of (PIL image, label), centre-cropped to a square and resized
+    (bicubic) to resolution x resolution, as uint8 (N, 3, r, r) plus labels (N,)."""
+    return load_tensor_set(dataset, center_square_resize(resolution), description, progress)
 
 
 def to_signed_unit(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -67,80 +56,27 @@ def psnr(reference: torch.Tensor, estimate: torch.Tensor) -> float:
 
 
 def batch_indices(seed: int, stage: str, step: int, count: int, batch_size: int) -> torch.Tensor:
-    generator = torch_generator(seed, f"var-train-{stage}-batch", step)
-    return torch.randint(count, (batch_size,), generator=generator)
-
-
-def learning_rate(config: TrainConfig, step: int) -> float:
-    """Linear warm-up, then cosine decay to a tenth of the peak."""
-    if step < config.warmup_steps:
-        return config.lr * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    return config.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+    """The examples of one step of `stage`, drawn with replacement from (seed, stage, step)."""
+    return sampled_batch(seed, f"var-train-{stage}-batch", step, count, batch_size)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay only on matrices (not on biases, norms, embeddings of scale or position)."""
-    decay = [p for name, p in model.named_parameters() if p.requires_grad and p.ndim >= 2 and "pos_" not in name]
-    no_decay = [p for name, p in model.named_parameters() if p.requires_grad and (p.ndim < 2 or "pos_" in name)]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=config.betas)
+    return build_optimizer(model, "adamw", config.lr, config.weight_decay, betas=config.betas, no_decay_names=("pos_",))
 
 
-# ----- checkpoints -----
-def _save_atomic(payload: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
-
-
-def _resume(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, config_dict: dict) -> int:
-    """Load a training checkpoint if present; returns the step to continue from (0 when none)."""
-    if not path.is_file():
-        return 0
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(f"training checkpoint {path} is unreadable ({exc}); delete it to start over") from exc
-    if state.get("config") != config_dict:
-        raise CheckpointError(f"training checkpoint {path} was made with another configuration; "
-                              "delete it or use another --out folder")
-    strict_load(model, state["model"], str(path))
-    optimizer.load_state_dict(state["optimizer"])
-    return int(state["step"])
-
-
-def resumable_train_loop(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: Path, config_dict: dict,
-                loss_fn: Callable[[int], tuple[torch.Tensor, dict]], progress: Progress,
-                stop_after: Optional[int] = None) -> dict:
-    """Shared optimisation loop: warm-up/cosine LR, grad clip, periodic atomic checkpoints, resume."""
-    optimizer = make_optimizer(model, config)
-    checkpoint_path = out_dir / f"{stage}_last.ckpt"
-    start = _resume(checkpoint_path, model, optimizer, config_dict)
-    if start:
-        progress.log(f"resuming {stage} training from step {start} ({checkpoint_path})")
+def fit_stage(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: Path, identity: dict,
+              step_loss: StepLoss, progress: Progress, stop_after: Optional[int] = None) -> dict:
+    """One VAR-family training stage on the shared base: AdamW (`make_optimizer`), linear warm-up
+    then cosine to a tenth of the peak, global grad-norm clipping, a resumable checkpoint at
+    `<out_dir>/<stage>_last.ckpt` every `config.checkpoint_every` steps. Returns a JSON-able summary."""
     seed_everything(config.seed)
-    model.train()
-    started, metrics = time.perf_counter(), {}
-    end = config.steps if stop_after is None else min(config.steps, stop_after)
-    with progress.task(f"training {stage}", total=config.steps) as bar:
-        bar.advance(start)
-        for step in range(start, end):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(config, step)
-            loss, metrics = loss_fn(step)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            bar.advance()
-            if (step + 1) % config.checkpoint_every == 0 or step + 1 == end:
-                _save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step + 1,
-                              "config": config_dict}, checkpoint_path)
-    model.eval()
-    return {"steps": end, "resumed_from": start, "seconds": time.perf_counter() - started,
-            "finished": end == config.steps, **{k: float(v) for k, v in metrics.items()}}
+    result = fit(model, make_optimizer(model, config), step_loss, total_steps=config.steps,
+                 schedule=WarmupCosine(config.steps, config.warmup_steps, final_fraction=0.1),
+                 grad_clip=config.grad_clip, precision=Precision(next(model.parameters()).device, config.precision),
+                 resume=ResumePoint(out_dir / f"{stage}_last.ckpt", config.checkpoint_every, identity),
+                 stop_after=stop_after, progress=progress, description=f"training {stage}")
+    return result.summary()
 
 
 # ----- VQ-VAE -----
@@ -152,7 +88,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
     Returns a summary with parameter count, seconds, steps and the validation PSNR (dB).
     """
     out_dir, config = Path(out_dir), train_config or preset.vqvae_train
-    images, _ = load_images(train_set, preset.resolution, progress, "loading training images")
+    images = load_images(train_set, preset.resolution, progress).images
     torch.manual_seed(config.seed)
     model = build_vqvae(preset.vqvae).to(device)
     config_dict = {"preset": preset.name, "model": asdict(preset.vqvae), "train": asdict(config)}
@@ -163,7 +99,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
         reconstruction_loss = F.mse_loss(reconstruction, batch)
         return reconstruction_loss + vq_loss, {"reconstruction_loss": reconstruction_loss.detach(), "vq_loss": vq_loss.detach()}
 
-    summary = resumable_train_loop("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary = fit_stage("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"]:
         torch.save(model.state_dict(), out_dir / VQVAE_WEIGHTS)
         summary["val_psnr_db"] = evaluate_psnr(model, val_set, preset.resolution, device, progress)
@@ -174,8 +110,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
 @torch.no_grad()
 def evaluate_psnr(vqvae: VQVAE, dataset, resolution: int, device: str | torch.device = "cpu",
                   progress: Progress = NullProgress(), batch_size: int = 256) -> float:
-    images, _ = load_images(dataset, resolution, progress, "loading validation images")
-    images = to_signed_unit(images)
+    images = to_signed_unit(load_images(dataset, resolution, progress, "validation images").images)
     reconstructions = torch.cat([vqvae.reconstruct(images[i:i + batch_size].to(device)).cpu()
                                  for i in range(0, len(images), batch_size)])
     return psnr(images, reconstructions)
@@ -199,7 +134,8 @@ def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: 
     if not isinstance(vqvae, VQVAE):
         vqvae = load_vqvae(vqvae, patch_nums=preset.vqvae.patch_nums)
     vqvae = vqvae.to(device).eval()
-    images, labels = load_images(train_set, preset.resolution, progress, "loading training images")
+    loaded = load_images(train_set, preset.resolution, progress)
+    images, labels = loaded.images, loaded.labels
     with progress.task("encoding tokens", total=1) as bar:
         token_indices = encode_dataset(vqvae, images, device)
         bar.advance()
@@ -220,7 +156,7 @@ def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: 
         accuracy = (logits.argmax(-1) == target).float().mean()
         return loss, {"token_loss": loss.detach(), "token_accuracy": accuracy}
 
-    summary = resumable_train_loop("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary = fit_stage("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"]:
         torch.save(model.state_dict(), out_dir / VAR_WEIGHTS)
     summary["parameters"] = sum(p.numel() for p in model.parameters())

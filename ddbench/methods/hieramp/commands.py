@@ -29,7 +29,9 @@ def hieramp_group() -> None:
 @click.option("--lr", type=float, default=5e-4, show_default=True, help="Peak learning rate (warm-up, cosine).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, batch_size, lr, seed, device):
+@click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16", "auto"]), default="fp32", show_default=True,
+              help="bf16/fp16 autocast need CUDA; auto: bf16 on CUDA, fp32 on CPU.")
+def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, batch_size, lr, seed, device, precision):
     """Fine-tune with class tokens (token CE + class CE); resumes from OUT/hieramp_last.ckpt; writes
     OUT/var_hieramp.pth (for digits also the float16 digits_hieramp.pt and its sidecar JSON)."""
     from ddbench.core import paths
@@ -39,17 +41,21 @@ def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, bat
     from ddbench.core.rich_progress import RichProgress
     from ddbench.methods.hieramp.finetune import FinetuneConfig, finetune_class_tokens
 
-    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed)
+    config = FinetuneConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
     out_dir = Path(out) if out else paths.home() / "hieramp" / dataset
     progress, resolved_device = RichProgress(), resolve_device(device)
-    if dataset == "digits" and from_ckpt is None and vqvae_ckpt is None:
+    spec = create_dataset(dataset, root=data_root)
+    if from_ckpt is None and vqvae_ckpt is None:
+        from ddbench.generators.var.configs import get_preset
         from ddbench.methods.hieramp.digits_weights import finetune_digits
 
-        summary = finetune_digits(out_dir, config=config, device=resolved_device, progress=progress)
+        if dataset != get_preset("digits").dataset:
+            raise ConfigError(f"pass --from VAR_CKPT and --vqvae VQVAE_CKPT: only {get_preset('digits').dataset} "
+                              f"has a VAR shipped in the package, not {dataset}")
+        summary = finetune_digits(out_dir, spec, config=config, device=resolved_device, progress=progress)
     else:
         if not (from_ckpt and vqvae_ckpt):
-            raise ConfigError("pass --from VAR_CKPT and --vqvae VQVAE_CKPT (only digits has shipped weights)")
-        spec = create_dataset(dataset, root=data_root)
+            raise ConfigError("pass both --from VAR_CKPT and --vqvae VQVAE_CKPT")
         summary = finetune_class_tokens(from_ckpt, vqvae_ckpt, spec.split("train"), out_dir, config=config, val_set=spec.split("val"), device=resolved_device,
                                         progress=progress)
     click.echo(json.dumps(summary, indent=2, default=str))

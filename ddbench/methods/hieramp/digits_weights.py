@@ -20,7 +20,7 @@ from typing import Optional
 import torch
 
 from ddbench.core import paths
-from ddbench.core.distilled import sha256_file
+from ddbench.core.hashing import cached_sha256_file, sha256_file, stable_hash
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.var.shipped import SHIPPED_VAR, SHIPPED_VQVAE, load_digits_models, shipped_weights_dir
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
@@ -51,15 +51,17 @@ def cache_folder(fingerprint: str) -> Path:
     return paths.cache_dir("hieramp") / "digits" / fingerprint[:16]
 
 
-def finetune_digits(out_dir: str | Path, *, config: Optional[FinetuneConfig] = None, device="cpu",
+def finetune_digits(out_dir: str | Path, spec=None, *, config: Optional[FinetuneConfig] = None, device="cpu",
                     progress: Progress = NullProgress()) -> dict:
-    """Fine-tune the shipped digits VAR with class tokens; writes the full-precision weights, the float16
-    `digits_hieramp.pt` and its sidecar JSON into `out_dir` (resumable)."""
+    """Fine-tune the shipped digits VAR with class tokens on `spec` (default: the digits dataset the
+    shipped VAR was trained on); writes the full-precision weights, the float16 `digits_hieramp.pt`
+    and its sidecar JSON into `out_dir` (resumable)."""
     from ddbench.core.registry import create_dataset
+    from ddbench.generators.var.configs import get_preset
 
     out_dir, config = Path(out_dir), config or DIGITS_FINETUNE
     base, vqvae = load_digits_models()
-    spec = create_dataset("digits")
+    spec = spec if spec is not None else create_dataset(get_preset("digits").dataset)
     started = time.time()
     summary = finetune_class_tokens(base.state_dict(), vqvae, spec.split("train"), out_dir, config=config, val_set=spec.split("val"), device=device, progress=progress)
     if not summary["finished"]:
@@ -77,6 +79,20 @@ def finetune_digits(out_dir: str | Path, *, config: Optional[FinetuneConfig] = N
     }
     (out_dir / SIDECAR).write_text(json.dumps(record, indent=2, default=str) + "\n")
     return record
+
+
+def class_token_weights_identity() -> dict[str, str]:
+    """{role: sha256} of the class-token VAR `load_digits_class_token_models` would load: the
+    shipped file, else the cached fine-tune, else (not made yet) what it will be made from."""
+    fingerprint = base_vqvae_sha256()
+    vqvae = cached_sha256_file(shipped_weights_dir() / SHIPPED_VQVAE)
+    if _shipped_matches(fingerprint):
+        return {"generator": cached_sha256_file(weights_dir() / SHIPPED_FILE), "vqvae": vqvae}
+    cached = cache_folder(fingerprint) / SHIPPED_FILE
+    if cached.is_file():
+        return {"generator": cached_sha256_file(cached), "vqvae": vqvae}
+    base = cached_sha256_file(shipped_weights_dir() / SHIPPED_VAR)
+    return {"generator": f"to-finetune:{stable_hash({'base': base, 'recipe': asdict(DIGITS_FINETUNE)}, 16)}", "vqvae": vqvae}
 
 
 def load_digits_class_token_models(device: str | torch.device = "cpu", progress: Progress = NullProgress()

@@ -1,8 +1,9 @@
 """Fine-tuning a VAR checkpoint with per-scale class tokens (paper section 4.1: 5 epochs, whole
 backbone trainable, the VAR optimiser; loss = token CE + lambda * class CE).
 
-Resumable: the generator's training loop checkpoints to `<out>/hieramp_last.ckpt` and every batch
-is drawn from (seed, step), so an interrupted run continues exactly. Writes `<out>/var_hieramp.pth`,
+Runs on the shared training base (through the VAR stage recipe `fit_stage`): resumable from
+`<out>/hieramp_last.ckpt`, and every batch is drawn from (seed, step), so an interrupted run
+continues exactly. Writes `<out>/var_hieramp.pth`,
 a superset of the official VAR layout.
 """
 
@@ -19,7 +20,7 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.var.configs import TrainConfig
 from ddbench.generators.var.loading import Source
-from ddbench.generators.var.training import resumable_train_loop, batch_indices, encode_dataset, load_images
+from ddbench.generators.var.training import batch_indices, encode_dataset, fit_stage, load_images
 from ddbench.generators.var.vqvae import VQVAE
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
@@ -41,13 +42,15 @@ class FinetuneConfig:
     class_loss_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 100
+    #: fp32, or on CUDA bf16 / fp16 / auto (see TrainConfig.precision)
+    precision: str = "fp32"
 
     def train_config(self, num_images: int) -> TrainConfig:
         steps = max(1, math.ceil(self.epochs * num_images / self.batch_size))
         return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
                            betas=self.betas, grad_clip=self.grad_clip,
                            warmup_steps=max(1, round(self.warmup_fraction * steps)),
-                           checkpoint_every=self.checkpoint_every, seed=self.seed)
+                           checkpoint_every=self.checkpoint_every, seed=self.seed, precision=self.precision)
 
 
 @torch.no_grad()
@@ -93,7 +96,8 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
     model, vqvae, had_class_tokens = load_class_token_var(source, vqvae, device="cpu", init_seed=config.seed)
     model, vqvae = model.to(device).requires_grad_(True), vqvae.to(device).eval()
     resolution = resolution or vqvae.config.downsample * vqvae.patch_nums[-1]
-    images, labels = load_images(train_set, resolution, progress, "loading training images")
+    loaded = load_images(train_set, resolution, progress)
+    images, labels = loaded.images, loaded.labels
     with progress.task("encoding tokens", total=1) as bar:
         token_indices = encode_dataset(vqvae, images, device)
         bar.advance()
@@ -112,13 +116,13 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
         return class_token_loss(token_logits, class_logits, torch.cat(batch_tokens, dim=1), batch_labels,
                                 config.class_loss_weight)
 
-    summary = resumable_train_loop(STAGE, model, train_config, out_dir, config_dict, loss_fn, progress, stop_after)
+    summary = fit_stage(STAGE, model, train_config, out_dir, config_dict, loss_fn, progress, stop_after)
     summary.update(started_from_class_tokens=had_class_tokens, epochs=config.epochs, seed=config.seed,
                    parameters=sum(p.numel() for p in model.parameters()))
     if summary["finished"]:
         model.requires_grad_(False)
         torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
         if val_set is not None:
-            val_images, val_labels = load_images(val_set, resolution, progress, "loading validation images")
-            summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val_images, val_labels)
+            val = load_images(val_set, resolution, progress, "validation images")
+            summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val.images, val.labels)
     return summary

@@ -10,18 +10,20 @@ Images are made at the VQ-VAE's resolution and saved at the dataset's (Lanczos, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Any, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 from PIL import Image
 
 from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DistillTask, Method
 from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler
 from ddbench.methods.hieramp.amplify import AmplificationPlan, SaliencyRecord
-from ddbench.methods.hieramp.presets import SAMPLING_PRESETS, ablation_overrides
+from ddbench.methods.hieramp.presets import ABLATIONS, SAMPLING_PRESETS
 
 SAMPLE_PURPOSE = "hieramp-sample"
 SALIENCY_DIR = "saliency"
@@ -54,7 +56,46 @@ class HierAmpConfig(VarClsConfig):
     amp_scales: tuple[int, ...] = ()  # explicit scale indices; overrides amp_stages when given
     amp_blocks: tuple[int, ...] = (-2,)  # block indices, negative from the end (-2: 14 of 16)
     amp_mode: str = "logit_bias"  # or post_softmax (the appendix wording)
-    ablation: str = ""  # a Table 3/4 row, e.g. t3-5-50-coarse, t4-0.5-5-5; its keys win
+    ablation: str = ""  # a Table 3/4 row, e.g. t3-5-50-coarse, t4-0.5-5-5 (explicit --set keys still win)
+
+
+@dataclass(frozen=True)
+class GeneratorWeights:
+    """Where a method's generator comes from for one dataset when no checkpoint is given."""
+
+    description: str
+    load: Callable[[torch.device, Any], tuple[Any, Any, dict]]  # (device, progress) -> (model, vqvae, info)
+    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
+
+
+def _shipped_digits_var(device, progress):
+    from ddbench.generators.var.shipped import load_digits_models
+
+    model, vqvae = load_digits_models(device)
+    return model, vqvae, {"weights": "shipped digits VAR"}
+
+
+def _shipped_digits_var_identity() -> dict[str, str]:
+    from ddbench.generators.var.shipped import shipped_weights_identity
+
+    return shipped_weights_identity()
+
+
+def _shipped_digits_class_token_var(device, progress):
+    from ddbench.methods.hieramp.digits_weights import load_digits_class_token_models
+
+    return load_digits_class_token_models(device, progress)
+
+
+def _shipped_digits_class_token_identity() -> dict[str, str]:
+    from ddbench.methods.hieramp.digits_weights import class_token_weights_identity
+
+    return class_token_weights_identity()
+
+
+DIGITS_VAR = GeneratorWeights("shipped digits VAR", _shipped_digits_var, _shipped_digits_var_identity)
+DIGITS_CLASS_TOKEN_VAR = GeneratorWeights("shipped digits class-token VAR", _shipped_digits_class_token_var,
+                                          _shipped_digits_class_token_identity)
 
 
 class _VarFamily(Method):
@@ -62,6 +103,8 @@ class _VarFamily(Method):
 
     presets = SAMPLING_PRESETS
     uses_class_tokens = True
+    #: dataset name -> the generator used when no var_ckpt/vqvae_ckpt is given
+    default_weights: ClassVar[Mapping[str, GeneratorWeights]] = {"digits": DIGITS_CLASS_TOKEN_VAR}
 
     def sampling_options(self, vocab_size: int) -> SamplingOptions:
         config = self.config
@@ -71,12 +114,36 @@ class _VarFamily(Method):
         return {"generator": "var", "class_tokens": self.uses_class_tokens,
                 "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
 
-    def load_models(self, task: DistillTask):
-        """(transformer, vqvae, info) on the task's device."""
-        config, dataset = self.config, task.dataset
+    def _given_checkpoints(self) -> bool:
+        config = self.config
         if config.var_ckpt or config.vqvae_ckpt:
             if not (config.var_ckpt and config.vqvae_ckpt):
                 raise ConfigError(f"{self.name}: pass both var_ckpt and vqvae_ckpt (--set var_ckpt=... vqvae_ckpt=...)")
+            for path in (config.var_ckpt, config.vqvae_ckpt):
+                if not Path(path).is_file():
+                    raise CheckpointError(f"{self.name}: checkpoint {path} does not exist")
+            return True
+        return False
+
+    def _default_weights(self, dataset) -> GeneratorWeights:
+        weights = self.default_weights.get(dataset.name)
+        if weights is None:
+            hint = ("fine-tune one with `ddbench hieramp finetune --from VAR_CKPT --vqvae VQVAE_CKPT --dataset "
+                    f"{dataset.name}`, then " if self.uses_class_tokens else "")
+            known = ", ".join(sorted(self.default_weights)) or "none"
+            raise CheckpointError(f"{self.name} has default generator weights for {known}, not {dataset.name!r}; {hint}pass "
+                                  "--set var_ckpt=PATH --set vqvae_ckpt=PATH")
+        return weights
+
+    def weights_identity(self, dataset) -> dict[str, str]:
+        if self._given_checkpoints():
+            return {"generator": cached_sha256_file(self.config.var_ckpt), "vqvae": cached_sha256_file(self.config.vqvae_ckpt)}
+        return self._default_weights(dataset).identity()
+
+    def load_models(self, task: DistillTask):
+        """(transformer, vqvae, info) on the task's device."""
+        config, dataset = self.config, task.dataset
+        if self._given_checkpoints():
             if self.uses_class_tokens:
                 from ddbench.methods.hieramp.model import load_class_token_var
 
@@ -87,21 +154,8 @@ class _VarFamily(Method):
 
                 model, vqvae = load_var(config.var_ckpt, config.vqvae_ckpt, device=task.device)
             info = {"weights": "given", "var_ckpt": config.var_ckpt, "vqvae_ckpt": config.vqvae_ckpt}
-        elif dataset.name == "digits":
-            if self.uses_class_tokens:
-                from ddbench.methods.hieramp.digits_weights import load_digits_class_token_models
-
-                model, vqvae, info = load_digits_class_token_models(task.device, task.progress)
-            else:
-                from ddbench.generators.var.shipped import load_digits_models
-
-                model, vqvae = load_digits_models(task.device)
-                info = {"weights": "shipped digits VAR"}
         else:
-            hint = ("fine-tune one with `ddbench hieramp finetune --from VAR_CKPT --vqvae VQVAE_CKPT --dataset "
-                    f"{dataset.name}`, then " if self.uses_class_tokens else "")
-            raise CheckpointError(f"{self.name} has generator weights only for digits; for {dataset.name!r} {hint}pass "
-                                  "--set var_ckpt=PATH --set vqvae_ckpt=PATH")
+            model, vqvae, info = self._default_weights(dataset).load(task.device, task.progress)
         if model.num_classes != dataset.num_classes:
             raise CheckpointError(f"{self.name}: the VAR checkpoint has {model.num_classes} classes but {dataset.name} "
                                   f"has {dataset.num_classes}; pass the checkpoint trained on {dataset.name}")
@@ -134,6 +188,7 @@ class PlainVar(_VarFamily):
     name = "var"
     Config = VarConfig
     uses_class_tokens = False
+    default_weights = {"digits": DIGITS_VAR}
 
 
 class VarCls(_VarFamily):
@@ -176,11 +231,7 @@ class HierAmp(VarCls):
 
     name = "hieramp"
     Config = HierAmpConfig
-
-    def __init__(self, config: Any = None):
-        super().__init__(config)
-        if self.config.ablation:
-            self.config = replace(self.config, **ablation_overrides(self.config.ablation))
+    ablations = ABLATIONS  # `--set ablation=t3-5-50-coarse`; an explicit --set of a key still wins
 
     def plan(self, model) -> AmplificationPlan:
         config = self.config

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ddbench.core.errors import ConfigError
 
 RELEASED_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.95}
 DIGITS_SAMPLING = {"cfg": 4.0, "top_k": 56, "top_p": 0.95}
@@ -50,13 +49,3 @@ def _table4() -> dict[str, dict[str, Any]]:
 
 
 ABLATIONS: dict[str, dict[str, Any]] = {**_table3(), **_table4()}
-
-
-def ablation_overrides(name: str) -> dict[str, Any]:
-    if name not in ABLATIONS:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(ABLATIONS), n=3)
-        raise ConfigError(f"unknown HIERAMP ablation {name!r}" + (f" (did you mean {', '.join(close)}?)" if close else "")
-                          + f"; valid: {', '.join(ABLATIONS)}")
-    return dict(ABLATIONS[name])

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-from ddbench.core.config import resolve_config
-from ddbench.core.errors import CheckpointError
+from ddbench.core.config import config_to_dict
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.identity import readable_label
 from ddbench.core.pipeline import build_plugin, distill
 from ddbench.core.progress import NullProgress
 from ddbench.methods.hieramp import HierAmp, PlainVar, VarCls
@@ -72,9 +73,21 @@ def test_missing_checkpoints_are_a_clear_error(tmp_path):
 
 
 def test_ablation_presets_resolve_into_the_stored_config():
-    config = resolve_config(HierAmp.Config, {"ablation": "t4-0.5-5-5"})
-    assert HierAmp(config).config.beta == (0.5, 5.0, 5.0)
-    assert HierAmp(resolve_config(HierAmp.Config, {"ablation": "t3-3-50-mid"})).config.amp_stages == "mid"
+    dataset = TwoColours()
+    assert build_plugin(HierAmp, dataset, {"ablation": "t4-0.5-5-5"}).config.beta == (0.5, 5.0, 5.0)
+    assert build_plugin(HierAmp, dataset, {"ablation": "t3-3-50-mid"}).config.amp_stages == "mid"
+
+
+def test_an_explicit_set_beats_the_ablation_preset():
+    dataset = TwoColours()
+    method = build_plugin(HierAmp, dataset, {"ablation": "t3-3-50-mid", "beta": "1"})
+    assert method.config.beta == (1.0,) and method.config.amp_stages == "mid" and method.config.ablation == "t3-3-50-mid"
+    # the label shows the preset and the key that overrode it, nothing the preset itself set
+    assert readable_label(method.name, config_to_dict(method.config), method.defaults) == "hieramp ablation=t3-3-50-mid beta=1"
+    plain = build_plugin(HierAmp, dataset, {})
+    assert readable_label(plain.name, config_to_dict(plain.config), plain.defaults) == "hieramp"
+    with pytest.raises(ConfigError, match="unknown ablation 't3-3-50-mld'.*did you mean t3-3-50-mid"):
+        build_plugin(HierAmp, dataset, {"ablation": "t3-3-50-mld"})
 
 
 def test_finetune_from_a_plain_checkpoint_resumes_exactly(tmp_path):
