@@ -2,10 +2,11 @@
 
 Per step: set each group's lr from the schedule, compute the caller's loss (under autocast),
 backward, clip, step (through `Precision`), update the EMA. Every `resume.every` steps, and when
-the run stops, the whole state (model, optimiser, EMA, grad scaler, random streams, loss history)
-is saved atomically; the next call with the same `ResumePoint` continues from there and ends
-bit for bit where an uninterrupted run ends (CPU, float32), provided `step_loss` draws its
-randomness from the step index or from the generators it registers in `random_sources`.
+the run stops, the whole state (model, optimiser, EMA, grad scaler, random streams, loss history,
+the caller's `stateful` extras) is saved atomically; the next call with the same `ResumePoint`
+continues from there and ends bit for bit where an uninterrupted run ends (CPU, float32),
+provided `step_loss` draws its randomness from the step index or from the generators it
+registers in `random_sources`, and keeps any other state it changes in `stateful`.
 Epochs are a view on steps: pass `steps_per_epoch` (e.g. `EpochBatches.steps_per_epoch`) and
 `on_epoch_end`, and checkpoint at epoch boundaries with `every = steps_per_epoch`.
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import torch
 from torch import nn
@@ -37,6 +38,15 @@ from ddbench.training.schedule import constant_lr
 
 #: step_loss(step) -> (loss to minimise, metrics to report: detached scalar tensors)
 StepLoss = Callable[[int], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
+
+
+class Stateful(Protocol):
+    """Anything else a step changes (a memory bank, a counter): saved and restored with the run.
+    Its state_dict must hold tensors and primitives only (checkpoints load weights_only)."""
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
 @dataclass
@@ -72,6 +82,7 @@ def fit(
     precision: Precision | None = None,
     resume: ResumePoint | None = None,
     random_sources: Mapping[str, RandomSource] | None = None,
+    stateful: Mapping[str, Stateful] | None = None,
     steps_per_epoch: int | None = None,
     on_epoch_end: Callable[[int], None] | None = None,
     stop_after: int | None = None,
@@ -81,7 +92,8 @@ def fit(
     """Train `model` in place for steps [resumed step, min(total_steps, stop_after)); returns what
     happened. The model is left in eval mode. `schedule(peak_lr, step)` sets each group's lr from
     its peak (the lr the group was built with); `grad_clip` clips the global norm of all of
-    `model`'s gradients. `on_epoch_end(epoch)` runs after the last step of each epoch."""
+    `model`'s gradients. `stateful` objects (e.g. per-class memories) are checkpointed by name.
+    `on_epoch_end(epoch)` runs after the last step of each epoch."""
     if total_steps < 1:
         raise ConfigError(f"total_steps must be at least 1, got {total_steps}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
@@ -89,6 +101,7 @@ def fit(
     progress = progress or NullProgress()
     precision = precision or Precision(next(model.parameters()).device, "fp32")
     random_sources = dict(random_sources or {})
+    stateful = dict(stateful or {})
     for group in optimizer.param_groups:
         group.setdefault("peak_lr", group["lr"])
     device = next(model.parameters()).device
@@ -107,6 +120,11 @@ def fit(
             load_module_state(ema.module, state["ema"], resume.path)
         precision.load_state_dict(state["grad_scaler"])
         restore_random_state(state["random"], random_sources)
+        if set(state["stateful"]) != set(stateful):
+            raise ConfigError(f"training checkpoint {resume.path} holds state {sorted(state['stateful'])}, this training "
+                              f"keeps {sorted(stateful)}; delete it or train the same way")
+        for name, holder in stateful.items():
+            holder.load_state_dict(state["stateful"][name])
         losses[:start] = state["losses"][:start].to(device)
         progress.log(f"resuming {description} from step {start} ({resume.path})")
 
@@ -115,6 +133,7 @@ def fit(
             resume, step=step_count, model=model.state_dict(), optimizer=optimizer.state_dict(),
             ema=ema.state_dict() if ema is not None else None, grad_scaler=precision.state_dict(),
             random=random_state(random_sources), losses=losses[:step_count].cpu(),
+            stateful={name: holder.state_dict() for name, holder in stateful.items()},
         ), resume.path)
 
     end = total_steps if stop_after is None else min(total_steps, stop_after)
