@@ -8,16 +8,20 @@ Images are made at the generator's resolution and saved at the dataset's (Lanczo
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from typing import Any, Optional
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 from PIL import Image
 
 from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
-from ddbench.generators.dit.codecs import CODECS, load_sd_vae, make_codec, to_uint8
+from ddbench.core.progress import Progress
+from ddbench.generators.dit.codecs import CODECS, SD_VAE_REPOS, load_sd_vae, make_codec, to_uint8
 from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
 
 SAMPLE_PURPOSE = "dit-sample"
@@ -47,45 +51,78 @@ def generator_class_indices(dataset: DatasetSpec, num_classes: int) -> list[int]
                           "and no ImageNet-1K index map; pass a checkpoint trained on this dataset")
 
 
+@dataclass(frozen=True)
+class DiTWeights:
+    """Where a DiT method's generator comes from for one dataset when no dit_ckpt is given."""
+
+    description: str
+    load: Callable[[torch.device, Progress], tuple[Any, Any, dict]]  # (device, progress) -> (DiT, codec, info)
+    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
+
+
+def checkpoint_identity(source: str) -> str:
+    """sha256 of a local checkpoint (a diffusers folder: of its weights file); a hub id stands for itself."""
+    from ddbench.generators.dit.loading import DIFFUSERS_WEIGHTS
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        folder = path / "transformer" if (path / "transformer").is_dir() else path
+        weights = next((folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path} holds none of {', '.join(DIFFUSERS_WEIGHTS)}")
+        return cached_sha256_file(weights)
+    if path.is_file():
+        return cached_sha256_file(path)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?", source):
+        return f"hub:{source}"
+    raise CheckpointError(f"DiT checkpoint {source} does not exist; pass a .pt file, a diffusers folder or a hub id")
+
+
 class DiTSamplingMethod(Method):
-    """Sampling-only DiT methods; subclasses say which weights (`load_model`) and which step guidance."""
+    """Sampling-only DiT methods; subclasses declare their weights and may add a step guidance."""
 
     Config = DiTSamplingConfig
-    #: hub id of the released weights used for 1000-class (ImageNet-indexed) datasets, when no dit_ckpt is given
-    release_weights: Optional[str] = "facebook/DiT-XL-2-256"
+    #: dataset name -> the generator used when no dit_ckpt is given
+    default_weights: ClassVar[Mapping[str, DiTWeights]] = {}
+    #: hub id of the released weights for ImageNet-indexed datasets when no dit_ckpt is given (None: none)
+    release_weights: ClassVar[Optional[str]] = "facebook/DiT-XL-2-256"
 
     def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
-        return {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)",
-                "weights": getattr(self, "weights_info", None)}
+        return {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
 
-    def shipped_model(self, task: DistillTask):
-        """(model, codec, info) shipped for this dataset, or None."""
-        from ddbench.generators.dit.shipped import shipped_base_model
+    def _codec_identity(self) -> dict[str, str]:
+        return {} if self.config.vae in CODECS else {"vae": f"hub:{SD_VAE_REPOS.get(self.config.vae, self.config.vae)}"}
 
-        return shipped_base_model(task.dataset.name, task.device)
+    def _uses_release(self, dataset: DatasetSpec) -> bool:
+        if self.release_weights is None or getattr(dataset, "imagenet1k_indices", None) is None:
+            raise CheckpointError(self.missing_weights_message(dataset))
+        return True
+
+    def weights_identity(self, dataset: DatasetSpec) -> dict[str, str]:
+        if self.config.dit_ckpt:
+            return {"generator": checkpoint_identity(self.config.dit_ckpt), **self._codec_identity()}
+        if dataset.name in self.default_weights:
+            return self.default_weights[dataset.name].identity()
+        self._uses_release(dataset)
+        return {"generator": f"hub:{self.release_weights}", **self._codec_identity()}
 
     def load_model(self, task: DistillTask):
         """(DiT, codec, info) on the task's device."""
         from ddbench.generators.dit.loading import load_dit
 
-        config = self.config
-        if config.dit_ckpt:
-            model = load_dit(config.dit_ckpt, num_heads=config.num_heads, device=task.device)
-            info = {"weights": "given", "dit_ckpt": config.dit_ckpt}
-        else:
-            shipped = self.shipped_model(task)
-            if shipped is not None:
-                return shipped
-            if self.release_weights is None or getattr(task.dataset, "imagenet1k_indices", None) is None:
-                raise CheckpointError(self.missing_weights_message(task.dataset))
-            model = load_dit(self.release_weights, device=task.device)
-            info = {"weights": "release", "dit_ckpt": self.release_weights}
-        if config.vae in CODECS:
-            return model, make_codec(config.vae), {**info, "codec": config.vae}
-        return model, load_sd_vae(config.vae, task.device), {**info, "codec": config.vae}
+        config, dataset = self.config, task.dataset
+        if not config.dit_ckpt and dataset.name in self.default_weights:
+            return self.default_weights[dataset.name].load(task.device, task.progress)
+        source = config.dit_ckpt or (self._uses_release(dataset) and self.release_weights)
+        model = load_dit(source, num_heads=config.num_heads, device=task.device)
+        info = {"weights": "given" if config.dit_ckpt else "release", "dit_ckpt": source, "codec": config.vae}
+        codec = make_codec(config.vae) if config.vae in CODECS else load_sd_vae(config.vae, task.device)
+        return model, codec, info
 
     def missing_weights_message(self, dataset: DatasetSpec) -> str:
-        return f"{self.name} has no weights for {dataset.name!r}; pass --set dit_ckpt=PATH"
+        known = ", ".join(sorted(self.default_weights)) or "none"
+        return (f"{self.name} has default DiT weights for {known} and for ImageNet subsets, not {dataset.name!r}; "
+                "pass --set dit_ckpt=PATH")
 
     def guidance(self, batch_size: int) -> Optional[StepGuidance]:
         """A per-step hook for one batch (HIERAMP on DiT); none for plain sampling."""

@@ -22,10 +22,11 @@ from typing import Optional
 import torch
 
 from ddbench.core import paths
-from ddbench.core.distilled import sha256_file
+from ddbench.core.hashing import cached_sha256_file, sha256_file, stable_hash
 from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.dit.codecs import make_codec
+from ddbench.generators.dit.distill import DiTWeights
 from ddbench.generators.dit.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, finetune_minimax, trainable_state_dict
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.dit.minimax import TRAINABLE_KEYWORDS, minimax_trainable
@@ -100,40 +101,53 @@ def load_digits_minimax(device: str | torch.device = "cpu", progress: Progress =
                         folder: Optional[Path] = None) -> tuple[DiT, dict]:
     """(the Minimax-fine-tuned digits DiT, info): shipped tensors, else the cache, else fine-tune now."""
     base_sha = _base_sha256(folder)
-    shipped = (folder or weights_dir()) / SHIPPED_MINIMAX
-    payload = torch.load(shipped, map_location="cpu", weights_only=True) if shipped.is_file() else None
-    info = {"weights": "shipped digits DiT + Minimax fine-tune", "file": SHIPPED_MINIMAX}
-    if payload is None or payload.get("base_sha256") != base_sha:
+    source = _minimax_source(folder)
+    if source is None:
         cache = paths.cache_dir("dit") / "digits" / base_sha[:16]
-        if not (cache / SHIPPED_MINIMAX).is_file():
-            progress.log(f"minimax: no shipped fine-tune matches the digits DiT; fine-tuning once (minutes), cached in {cache}")
-            finetune_digits_minimax(cache, base_folder=folder, progress=progress)
-        payload = torch.load(cache / SHIPPED_MINIMAX, map_location="cpu", weights_only=True)
-        info = {"weights": "digits DiT + Minimax fine-tune (cached)", "file": str(cache / SHIPPED_MINIMAX)}
-    model = _apply_trainable(load_digits_dit(folder=folder), payload["tensors"], SHIPPED_MINIMAX)
+        progress.log(f"minimax: no shipped fine-tune matches the digits DiT; fine-tuning once (minutes), cached in {cache}")
+        finetune_digits_minimax(cache, base_folder=folder, progress=progress)
+        source = cache / SHIPPED_MINIMAX
+    payload = torch.load(source, map_location="cpu", weights_only=True)
+    info = {"weights": "digits DiT + Minimax fine-tune", "file": str(source)}
+    model = _apply_trainable(load_digits_dit(folder=folder), payload["tensors"], str(source))
     return model.to(device).eval().requires_grad_(False), {**info, "base_sha256": base_sha}
 
 
-#: datasets with a DiT shipped in the package: dataset name -> loader
-SHIPPED_BASE = {"digits": load_digits_dit}
-SHIPPED_MINIMAX_MODELS = {"digits": load_digits_minimax}
+def _minimax_source(folder: Optional[Path] = None) -> Optional[Path]:
+    """The Minimax file matching the base: shipped, else cached, else None (to be fine-tuned)."""
+    shipped = (folder or weights_dir()) / SHIPPED_MINIMAX
+    base_sha = _base_sha256(folder)
+    if shipped.is_file() and torch.load(shipped, map_location="cpu", weights_only=True).get("base_sha256") == base_sha:
+        return shipped
+    cached = paths.cache_dir("dit") / "digits" / base_sha[:16] / SHIPPED_MINIMAX
+    return cached if cached.is_file() else None
 
 
-def shipped_base_model(dataset_name: str, device: torch.device):
-    """(model, codec, info) of the shipped plain DiT for a dataset, or None."""
-    loader = SHIPPED_BASE.get(dataset_name)
-    if loader is None:
-        return None
-    return loader(device), make_codec(DIGITS_PRESET.codec), {"weights": f"shipped {dataset_name} DiT",
-                                                             "codec": DIGITS_PRESET.codec}
+def _digits_dit_identity() -> dict[str, str]:
+    return {"generator": cached_sha256_file(weights_dir() / SHIPPED_DIT)}
 
 
-def shipped_minimax_model(dataset_name: str, device: torch.device, progress: Progress):
-    loader = SHIPPED_MINIMAX_MODELS.get(dataset_name)
-    if loader is None:
-        return None
-    model, info = loader(device, progress)
+def _digits_minimax_identity() -> dict[str, str]:
+    source = _minimax_source()
+    base = cached_sha256_file(weights_dir() / SHIPPED_DIT)
+    tuned = (cached_sha256_file(source) if source is not None else
+             f"to-finetune:{stable_hash({'base': base, 'recipe': asdict(DIGITS_MINIMAX)}, 16)}")
+    return {"generator": base, "minimax": tuned}
+
+
+def _load_digits_dit(device, progress):
+    return load_digits_dit(device), make_codec(DIGITS_PRESET.codec), {"weights": "shipped digits DiT",
+                                                                    "codec": DIGITS_PRESET.codec}
+
+
+def _load_digits_minimax(device, progress):
+    model, info = load_digits_minimax(device, progress)
     return model, make_codec(DIGITS_PRESET.codec), {**info, "codec": DIGITS_PRESET.codec}
+
+
+DIGITS_DIT_WEIGHTS = DiTWeights("shipped digits DiT", _load_digits_dit, _digits_dit_identity)
+DIGITS_MINIMAX_WEIGHTS = DiTWeights("shipped digits DiT + Minimax fine-tune", _load_digits_minimax,
+                                    _digits_minimax_identity)
 
 
 # ----- reproducing the shipped files -----

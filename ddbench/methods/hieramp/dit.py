@@ -29,6 +29,7 @@ import torch
 from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import DistillTask
 from ddbench.generators.dit.distill import DiTSamplingConfig, DiTSamplingMethod
+from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS
 
 
 @dataclass
@@ -78,6 +79,7 @@ class HierAmpDiT(DiTSamplingMethod):
 
     name = "hieramp-dit"
     Config = HierAmpDiTConfig
+    default_weights = {"digits": DIGITS_DIT_WEIGHTS}  # the `dit` weights: the paper compares DiT with DiT + HIERAMP
 
     def prepare(self, task: DistillTask) -> None:
         config = self.config

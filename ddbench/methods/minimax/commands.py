@@ -44,13 +44,14 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
     from ddbench.generators.dit.distill import generator_class_indices
     from ddbench.generators.dit.finetune import MinimaxFinetuneConfig, finetune_minimax
     from ddbench.generators.dit.loading import load_dit
-    from ddbench.generators.dit.shipped import DIGITS_MINIMAX, SHIPPED_BASE, finetune_digits_minimax
+    from ddbench.generators.dit.shipped import DIGITS_MINIMAX, finetune_digits_minimax
+    from ddbench.generators.dit.training import DIGITS_PRESET
 
     out_dir = Path(out) if out else paths.home() / "minimax" / dataset
     progress, resolved = RichProgress(), resolve_device(device)
     given = {key: value for key, value in dict(epochs=epochs, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
                                                seed=seed).items() if value is not None}
-    if from_ckpt is None and dataset in SHIPPED_BASE:
+    if from_ckpt is None and dataset == DIGITS_PRESET.dataset:  # the dataset the shipped small DiT knows
         summary = finetune_digits_minimax(out_dir, config=replace(DIGITS_MINIMAX, **given), device=resolved,
                                           progress=progress)
     else:

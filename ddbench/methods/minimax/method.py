@@ -8,26 +8,24 @@
 
 from __future__ import annotations
 
-from ddbench.core.interfaces import DatasetSpec, DistillTask
+from ddbench.core.interfaces import DatasetSpec
 from ddbench.generators.dit.distill import DiTSamplingMethod
+from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS, DIGITS_MINIMAX_WEIGHTS
 
 
 class PlainDiT(DiTSamplingMethod):
     """`dit`: class-conditional DiT sampling without the Minimax fine-tune."""
 
     name = "dit"
+    default_weights = {"digits": DIGITS_DIT_WEIGHTS}
 
 
 class Minimax(DiTSamplingMethod):
     """`minimax`: the DiT after Minimax fine-tuning (representativeness + diversity), sampled the same way."""
 
     name = "minimax"
-    release_weights = None
-
-    def shipped_model(self, task: DistillTask):
-        from ddbench.generators.dit.shipped import shipped_minimax_model
-
-        return shipped_minimax_model(task.dataset.name, task.device, task.progress)
+    release_weights = None  # the release links no fine-tuned checkpoint (MinimaxDiffusion issue #14)
+    default_weights = {"digits": DIGITS_MINIMAX_WEIGHTS}
 
     def missing_weights_message(self, dataset: DatasetSpec) -> str:
         return (f"minimax needs fine-tuned weights for {dataset.name!r} (none are released): run `ddbench minimax "
