@@ -64,7 +64,9 @@ class DiTPreset:
 DIGITS_PRESET = DiTPreset(
     name="digits", dataset="digits", resolution=16,
     model=DiTConfig(input_size=8, patch_size=1, in_channels=3, hidden_size=96, depth=6, num_heads=4, num_classes=10),
-    train=DiTTrainConfig(), codec="bilinear2x",
+    # EMA 0.995, not DiT's 0.9999: an average that starts at the random initialisation still holds 0.999^3000 = 5%
+    # of it after this short run (measured: 58% of samples recognised with 0.999 vs 90% without an average)
+    train=DiTTrainConfig(ema_decay=0.995), codec="bilinear2x",
 )
 
 
