@@ -111,7 +111,7 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
         noise = torch.randn((len(chosen), *latent_shape), generator=generator)
         labels = model.drop_labels(label_map[class_ids], generator)
         encode_generator = torch_generator(config.seed, "minimax-encode", step, device=device)
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, enabled=False):  # the release encodes in float32
             latents = codec.encode(pixels.to(device), generator=encode_generator).float()
         return objective(model, latents, class_ids, labels.to(device), t.to(device), noise.to(device))
 

@@ -31,8 +31,11 @@ def minimax_group() -> None:
 @click.option("--lr", type=float, default=None, help="Default 1e-3 (train_dit.py).")
 @click.option("--ema", "ema_decay", type=float, default=None, help="Default 0.9999 (digits recipe: 0.999).")
 @click.option("--seed", type=int, default=None, help="Default 0.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]), default=None,
+              help="Default auto: bf16 autocast on CUDA (the release trains in fp32/TF32), fp32 on CPU.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size, lr, ema_decay, seed, device):
+def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size, lr, ema_decay, seed, precision,
+                     device):
     """Fine-tune with the Minimax objective; resumes from OUT/minimax_last.ckpt; writes OUT/minimax_ema.pt
     (for digits without --from: the shipped digits DiT and its recipe, also OUT/digits_minimax.pt)."""
     from ddbench.core import paths
@@ -50,7 +53,7 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
     out_dir = Path(out) if out else paths.home() / "minimax" / dataset
     progress, resolved = RichProgress(), resolve_device(device)
     given = {key: value for key, value in dict(epochs=epochs, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
-                                               seed=seed).items() if value is not None}
+                                               seed=seed, precision=precision).items() if value is not None}
     if from_ckpt is None and dataset == DIGITS_PRESET.dataset:  # the dataset the shipped small DiT knows
         summary = finetune_digits_minimax(out_dir, config=replace(DIGITS_MINIMAX, **given), device=resolved,
                                           progress=progress)
