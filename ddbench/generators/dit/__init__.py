@@ -5,15 +5,20 @@ Public API:
     DiTSampler(model, SamplingOptions(steps=50, cfg=4.0)).sample_latents(labels, generators)
     GaussianDiffusion(sampling_steps=None|50)               # the respaced DDPM of the release
     MinimaxObjective, minimax_trainable                      # Minimax fine-tuning
+    load_digits_dit(), load_digits_minimax()                 # the small digits model shipped in the package
+Names import on first use, so the CLI can load the command group without torch.
 """
 
-from ddbench.generators.dit.config import DIT_XL_2_256, DiTConfig
-from ddbench.generators.dit.diffusion import GaussianDiffusion
-from ddbench.generators.dit.loading import infer_dit_config, load_dit, read_dit_weights
-from ddbench.generators.dit.minimax import MinimaxObjective, MinimaxWeights, minimax_trainable
-from ddbench.generators.dit.model import DiT
-from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, guided_output
+from ddbench.core.lazy import lazy_exports
 
-__all__ = ["DIT_XL_2_256", "DiTConfig", "GaussianDiffusion", "infer_dit_config", "load_dit", "read_dit_weights",
-           "MinimaxObjective", "MinimaxWeights", "minimax_trainable", "DiT", "DiTSampler", "SamplingOptions",
-           "guided_output"]
+_EXPORTS = {
+    "DIT_XL_2_256": "config", "DiTConfig": "config",
+    "GaussianDiffusion": "diffusion",
+    "infer_dit_config": "loading", "load_dit": "loading", "read_dit_weights": "loading",
+    "MinimaxObjective": "minimax", "MinimaxWeights": "minimax", "minimax_trainable": "minimax",
+    "DiT": "model",
+    "DiTSampler": "sampling", "SamplingOptions": "sampling", "guided_output": "sampling",
+    "load_digits_dit": "shipped", "load_digits_minimax": "shipped",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -24,7 +24,7 @@ import torch
 
 from ddbench.core.errors import CheckpointError
 from ddbench.generators.dit.codecs import diffusion_extra_error
-from ddbench.generators.dit.config import HEADS_BY_WIDTH, DiTConfig
+from ddbench.generators.dit.config import HEADS_BY_WIDTH, MINIMAX_GAMMA_BLOCKS, DiTConfig
 from ddbench.generators.dit.model import DiT
 from ddbench.generators.var.loading import strict_load
 
@@ -192,7 +192,7 @@ def infer_dit_config(state: Mapping[str, torch.Tensor], num_heads: Optional[int]
     return DiTConfig(input_size=grid * patch, patch_size=patch, in_channels=in_channels, hidden_size=hidden,
                      depth=depth, num_heads=heads, mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
                      num_classes=table_rows - 1, learn_sigma=out_channels == 2 * in_channels,
-                     gamma_blocks=max(len(gamma_blocks), min(depth, 14)))
+                     gamma_blocks=len(gamma_blocks) if gamma_blocks else MINIMAX_GAMMA_BLOCKS)
 
 
 def load_dit(source: Source, num_heads: Optional[int] = None, device: str | torch.device = "cpu") -> DiT:
@@ -202,8 +202,6 @@ def load_dit(source: Source, num_heads: Optional[int] = None, device: str | torc
     """
     state, stated_config, where = read_dit_weights(source)
     config = stated_config or infer_dit_config(state, num_heads, where)
-    if stated_config is not None:
-        config = DiTConfig(**{**stated_config.__dict__, "gamma_blocks": min(config.depth, 14)})
     with torch.device(device):
         model = DiT(config)
     full = dict(state)

@@ -42,5 +42,5 @@ def test_run_minimax_on_digits_end_to_end(cli, tmp_path):
                  "--set", "epochs=1", "--set", "steps=10", "--device", "cpu", "--out", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["generator"] == "dit"
+    assert manifest["complete"] and manifest["extra"]["generator"] == "dit"
     assert len(list((tmp_path / "run" / "images").rglob("*.png"))) == 20
