@@ -6,7 +6,7 @@ exact copy; batch 8, 8 epochs of a seeded permutation with drop_last; 10% label 
 center-cropped (ADM style) and randomly flipped, encoded by the codec with a sampled posterior.
 The loss is the diffusion loss plus the Minimax terms (`ddbench.generators.dit.minimax`). Unlike the
 release, every draw is seeded from (seed, purpose, step) and the class memories are saved with the
-checkpoint, so an interrupted fine-tune resumes exactly. The release samples from the step-12000
+checkpoint (`fit`'s stateful extras), so an interrupted fine-tune resumes exactly. The release samples from the step-12000
 checkpoint of its ImageNet-woof run; here the EMA after the last epoch is written.
 """
 
@@ -19,8 +19,6 @@ from typing import Optional
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
-
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.dit.codecs import Codec
@@ -62,15 +60,6 @@ def adm_center_crop(resolution: int):
     return transform
 
 
-class MinimaxTrainee(nn.Module):
-    """What the step loop trains and checkpoints: the DiT and the class memories (buffers)."""
-
-    def __init__(self, dit: DiT, memories: ClassMemories):
-        super().__init__()
-        self.dit = dit
-        self.memories = memories
-
-
 def trainable_state_dict(model: DiT) -> dict[str, torch.Tensor]:
     """Only the tensors Minimax trains (what differs from the base model)."""
     names = {name for name, parameter in model.named_parameters() if parameter.requires_grad}
@@ -89,10 +78,10 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
     model = model.to(device)
     trainable = minimax_trainable(model)
     latent_shape = (model.config.in_channels, model.config.input_size, model.config.input_size)
-    trainee = MinimaxTrainee(model, ClassMemories(len(class_labels), config.memory_size, latent_shape)).to(device)
-    ema = ExponentialMovingAverage(trainee, config.ema_decay)
-    optimizer = build_optimizer(trainee, "adamw", config.lr, 0.0)
-    objective = MinimaxObjective(trainee.memories, MinimaxWeights(config.lambda_rep, config.lambda_div, config.memory_size),
+    memories = ClassMemories(len(class_labels), config.memory_size, latent_shape).to(device)
+    ema = ExponentialMovingAverage(model, config.ema_decay)
+    optimizer = build_optimizer(model, "adamw", config.lr, 0.0)
+    objective = MinimaxObjective(memories, MinimaxWeights(config.lambda_rep, config.lambda_div, config.memory_size),
                                  GaussianDiffusion())
     batches = EpochBatches(len(images.labels), config.batch_size, config.seed, "minimax-batches", drop_last=True)
     label_map = torch.tensor(class_labels, dtype=torch.long)
@@ -115,13 +104,13 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
             latents = codec.encode(pixels.to(device), generator=encode_generator).float()
         return objective(model, latents, class_ids, labels.to(device), t.to(device), noise.to(device))
 
-    result = fit(trainee, optimizer, step_loss, total_steps=config.epochs * batches.steps_per_epoch, ema=ema,
-                 precision=Precision(device, config.precision),
+    result = fit(model, optimizer, step_loss, total_steps=config.epochs * batches.steps_per_epoch, ema=ema,
+                 precision=Precision(device, config.precision), stateful={"memories": memories},
                  resume=ResumePoint(out_dir / "minimax_last.ckpt", every=batches.steps_per_epoch, identity=identity),
                  steps_per_epoch=batches.steps_per_epoch, stop_after=stop_after, progress=progress,
                  description="Minimax fine-tuning")
     if result.finished:
-        torch.save(ema.module.dit.state_dict(), out_dir / MINIMAX_WEIGHTS)
+        torch.save(ema.module.state_dict(), out_dir / MINIMAX_WEIGHTS)
     return {**result.summary(), "trainable_tensors": len(trainable),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "steps_per_epoch": batches.steps_per_epoch}

@@ -51,8 +51,8 @@ class ClassMemories(nn.Module):
     """Per-class memories of the last `size` real latents and detached generated x0, as ring buffers.
 
     The loss only takes a min/max over a memory, so a ring buffer holds exactly what the release's
-    FIFO lists hold. Buffers (not Python lists) so that they travel with the training checkpoint and
-    a resumed fine-tune continues with the same memories.
+    FIFO lists hold. Tensors (not Python lists), so that its state_dict travels with the training
+    checkpoint and a resumed fine-tune continues with the same memories.
     """
 
     def __init__(self, num_classes: int, size: int, latent_shape: tuple[int, ...]):
