@@ -19,17 +19,13 @@ import time
 import pytest
 import torch
 
+from bench_hieramp import benchmark_samplers  # pytest puts this folder on sys.path
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.dit.codecs import SDVAECodec
 from ddbench.generators.dit.config import DiTConfig
 from ddbench.generators.dit.model import DiT
-from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions as DiTOptions
-from ddbench.generators.var.configs import BENCHMARK_VAR, BENCHMARK_VQVAE
-from ddbench.generators.var.loading import build_var, build_vqvae
-from ddbench.generators.var.sampling import SamplingOptions
-from ddbench.methods.hieramp.amplify import AmplificationPlan
-from ddbench.methods.hieramp.model import load_class_token_var
-from ddbench.methods.hieramp.sampler import ClassTokenSampler
+from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions
+from ddbench.generators.var.configs import BENCHMARK_VAR
 
 RATIO_ROUNDS = 5
 METHODS = ("hieramp", "minimax")
@@ -44,15 +40,8 @@ def runners():
     diffusers = pytest.importorskip("diffusers")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    vqvae = build_vqvae(BENCHMARK_VQVAE).eval()
-    plain = build_var(BENCHMARK_VAR, BENCHMARK_VQVAE)
-    plain.init_weights(torch_generator(0, "bench-init"))
-    var, vqvae, _ = load_class_token_var(plain.state_dict(), vqvae, device=device)
-    plan = AmplificationPlan.resolve(num_scales=len(var.patch_nums), depth=len(var.blocks), beta=(5.0,), rho=(0.5,),
-                                     blocks=(-2,))
-    hieramp = ClassTokenSampler(var, vqvae, SamplingOptions(cfg=4.0, top_k=900, top_p=0.95), plan)
+    hieramp = benchmark_samplers(device)["hieramp"]  # bench_hieramp.py's model and released amplification
     dit = DiT(BENCHMARK_DIT)
     dit.initialize_weights(torch_generator(0, "bench-dit-init"))
     with torch.no_grad():  # nonzero adaLN and output layers, so every step does its full work
@@ -62,7 +51,7 @@ def runners():
     vae = diffusers.AutoencoderKL(block_out_channels=(32, 64), layers_per_block=1, latent_channels=4,
                                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
     codec = SDVAECodec(vae.to(device))
-    minimax = DiTSampler(dit, DiTOptions(steps=50, cfg=4.0))
+    minimax = DiTSampler(dit, SamplingOptions(steps=50, cfg=4.0))
 
     def run_hieramp(index: int) -> None:
         label = torch.tensor([index % BENCHMARK_VAR.num_classes], device=device)
