@@ -31,11 +31,12 @@ def _name_list(values: tuple[str, ...] | str) -> list[str]:
     return [name.strip() for item in items for name in item.split(",") if name.strip()]
 
 
-def teacher_provider(teacher_ckpt: str | None = None):
-    """Teachers come from the cache, a checkpoint (--teacher-ckpt), or the documented recipe."""
+def teacher_provider(teacher_ckpt: str | None = None, recipe: str | None = None, class_order: str | None = None):
+    """Teachers come from the cache, a checkpoint (--teacher-ckpt, its rows in --teacher-class-order),
+    or the documented recipe (the dataset's own, or --teacher-recipe)."""
     from ddbench.teachers import make_teacher_provider
 
-    return make_teacher_provider(checkpoint=teacher_ckpt)
+    return make_teacher_provider(checkpoint=teacher_ckpt, recipe=recipe, class_order=class_order)
 
 
 class DDBenchGroup(click.Group):
@@ -69,6 +70,14 @@ class DDBenchGroup(click.Group):
                 raise
             err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
             sys.exit(2)
+        except OSError as exc:  # a full, read-only or forbidden disk anywhere: one line, not a traceback
+            from ddbench.core.files import storage_error
+
+            error = storage_error(exc, exc.filename or "a file", "write")
+            if error is None or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted:[/yellow] finished classes and evaluations are kept; rerun the same command to resume")
             sys.exit(130)
@@ -94,6 +103,11 @@ def evaluation_options(function):
         click.option("--students", default="resnet18", show_default=True, help="Student architectures, comma-separated."),
         click.option("--teachers", default="resnet18", show_default=True, help="Teacher architectures for soft-label evaluators."),
         click.option("--teacher-ckpt", default=None, help="Teacher checkpoint: PATH, or arch=PATH,arch2=PATH2."),
+        click.option("--teacher-class-order", default=None,
+                     help="Class of each classifier row of --teacher-ckpt: sorted (default), minimax-woof, "
+                          "imagenet:I,J,..., classes:A,B,... or a file."),
+        click.option("--teacher-recipe", default=None,
+                     help="Train missing teachers with this recipe instead of the dataset's (e.g. imagenet-finetune)."),
         click.option("--seeds", default="0", show_default=True, help="Evaluation seeds, e.g. 0,1,2: one result row each."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Config override: method.KEY, evaluator.KEY, <evaluator>.KEY or a bare KEY."),
@@ -125,7 +139,8 @@ def _print_rows(rows, skipped: int) -> None:
 @click.option("--out", type=click.Path(), default=None, help="Distilled-set folder (default $DDBENCH_HOME/runs/...).")
 @click.option("--save-saliency", is_flag=True, help="Methods with class tokens: write per-scale saliency maps to <run>/saliency/.")
 @evaluation_options
-def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt,
+        teacher_class_order, teacher_recipe, seeds, overrides, device, results, force):
     """Distill, then evaluate every student for every seed; results go to the database."""
     from ddbench.core.pipeline import RunRequest, run as run_pipeline
 
@@ -138,7 +153,7 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
         teachers=_name_list(teachers), overrides=parse_overrides(overrides), device=device, out_dir=out,
         results_path=results, force=force,
     )
-    summary = run_pipeline(request, teacher_provider(teacher_ckpt), RichProgress(err_console))
+    summary = run_pipeline(request, teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order), RichProgress(err_console))
     console.print(f"distilled set: {summary.distilled.root} ({summary.distill_time_s:.1f} s)")
     console.print(f"configuration: {escape(summary.identity.label)} ({summary.identity.configuration})", highlight=False)
     _print_rows(summary.rows, summary.skipped)
@@ -148,13 +163,15 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
 @click.argument("folder", type=click.Path())
 @click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
 @evaluation_options
-def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, seeds, overrides, device, results, force):
+def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, teacher_class_order,
+                 teacher_recipe, seeds, overrides, device, results, force):
     """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
     from ddbench.core.pipeline import evaluate_folder
 
     rows, skipped = evaluate_folder(
         folder, dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
-        _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results, teacher_provider(teacher_ckpt),
+        _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results,
+        teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order),
         RichProgress(err_console), force, resolution,
     )
     _print_rows(rows, skipped)

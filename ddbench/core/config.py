@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import types
 import typing
 from typing import Any, Mapping
@@ -50,7 +51,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         if annotation is int:
             return int(value)
         if annotation is float:
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"config key {key!r}: {value!r} is not a finite number; give a real value like 0.01")
+            return number
         if origin in (tuple, list):
             item_type = args[0] if args else str
             items = [v for v in value.replace(";", ",").split(",") if v.strip()]
@@ -85,6 +89,20 @@ def resolve_config(
                 )
             values[key] = _coerce(value, hints[key], key)
     return config_cls(**values)
+
+
+#: field metadata of config keys that do not change what a run produces (where extra files go,
+#: seed-invariant batch sizes): recorded with the run, but left out of its identity, so setting
+#: them never splits a leaderboard row. Use as `field(default=..., metadata=NOT_IN_IDENTITY)`.
+NOT_IN_IDENTITY = {"identity": False}
+
+
+def identity_config(config: Any) -> dict[str, Any]:
+    """The JSON-ready config without the keys marked NOT_IN_IDENTITY."""
+    values = config_to_dict(config)
+    if config is None:
+        return values
+    return {f.name: values[f.name] for f in dataclasses.fields(config) if f.metadata.get("identity", True)}
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

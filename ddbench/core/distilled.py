@@ -1,9 +1,12 @@
 """Distilled sets on disk: `images/<class>/<i>.png` + `manifest.json`.
 
 Writing is atomic per class (a class folder appears whole or not at all, and the manifest only
-names finished classes), so an interrupted run resumes without redoing finished classes. Reading
-accepts folders made by other tools too: with no manifest, class folders are matched to the
-dataset's class names.
+names finished classes), so an interrupted run resumes without redoing finished classes. Several
+processes may write the same set at once (two `ddbench run`s with different `--seeds`): each
+stages under a name of its own, and recording a class happens under a lock on the folder, after
+re-reading the manifest, so no process deletes another's work or loses another's classes.
+Reading accepts folders made by other tools too: with no manifest, class folders are matched to
+the dataset's class names.
 """
 
 from __future__ import annotations
@@ -20,36 +23,79 @@ from PIL import Image
 
 import ddbench
 from ddbench.core.errors import DistilledSetError
+from ddbench.core.files import disk_errors, locked, remove_stale_temporaries, temporary_sibling, write_atomic
 from ddbench.core.hashing import sha256_file
 from ddbench.core.identity import RunIdentity
 from ddbench.core.images import ImageFileDataset, list_images
 
 MANIFEST_NAME = "manifest.json"
+LOCK_NAME = ".ddbench.lock"
 FORMAT = "ddbench-distilled/2"
 #: what every ddbench manifest holds (format 1 manifests, without "identity", still open for evaluation)
 REQUIRED_KEYS = ("format", "classes", "files", "method", "config", "dataset", "ipc", "seed")
 
 
 def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False))
 
 
 def read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of `root`, checked for the shape ddbench relies on; anything else is one
+    DistilledSetError naming the file."""
     path = root / MANIFEST_NAME
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise DistilledSetError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                "restore it or delete the folder and distill again") from exc
     except json.JSONDecodeError as exc:
         raise DistilledSetError(
             f"{path} is not valid JSON ({exc}); restore it or delete the folder and distill again"
         ) from exc
+    except OSError as exc:
+        raise DistilledSetError(f"cannot read {path} ({exc.strerror or exc})") from exc
     if not isinstance(manifest, dict):
         raise DistilledSetError(f"{path} is not a ddbench manifest: it holds a JSON {type(manifest).__name__}, not an object")
     missing = [key for key in REQUIRED_KEYS if key not in manifest]
     if missing:
         raise DistilledSetError(f"{path} is not a ddbench manifest: missing {', '.join(missing)}")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise DistilledSetError(f"{path} is not a valid ddbench manifest: {problem}; restore it or delete the folder "
+                                "and distill again")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with the types and file names of a manifest, or None."""
+    def is_int(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not is_int(manifest["ipc"]) or manifest["ipc"] < 1:
+        return f'"ipc" must be a positive integer, not {manifest["ipc"]!r}'
+    if manifest["seed"] is not None and not is_int(manifest["seed"]):
+        return f'"seed" must be an integer, not {manifest["seed"]!r}'
+    for key in ("format", "method"):
+        if not isinstance(manifest[key], str):
+            return f'"{key}" must be a string, not {manifest[key]!r}'
+    if manifest["dataset"] is not None and not isinstance(manifest["dataset"], str):
+        return f'"dataset" must be a string, not {manifest["dataset"]!r}'
+    classes = manifest["classes"]
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) and c for c in classes):
+        return '"classes" must be a non-empty list of class names'
+    for key in ("config", "files") + tuple(k for k in ("identity", "extra", "weights") if manifest.get(k) is not None):
+        if not isinstance(manifest[key], dict):
+            return f'"{key}" must be an object, not {type(manifest[key]).__name__}'
+    if not isinstance(manifest.get("complete", False), bool):
+        return f'"complete" must be true or false, not {manifest["complete"]!r}'
+    known = set(classes)
+    for key, checksum in manifest["files"].items():
+        parts = key.split("/")
+        if len(parts) != 3 or parts[0] != "images" or parts[1] not in known or parts[2].startswith(".") or "\\" in key:
+            return f"file {key!r} is not images/<one of its classes>/<image>"
+        if not isinstance(checksum, str):
+            return f"the checksum of {key!r} is not a string"
+    return None
 
 
 class DistilledSetWriter:
@@ -64,6 +110,7 @@ class DistilledSetWriter:
         identity: RunIdentity,
         class_names: Sequence[str],
         *,
+        config: dict[str, Any] | None = None,
         teacher: dict[str, Any] | None = None,
         extra: dict[str, Any] | None = None,
     ):
@@ -72,36 +119,50 @@ class DistilledSetWriter:
         self.class_names = list(class_names)
         self.ipc = identity.ipc
         self.identity = identity
-        if (self.root / MANIFEST_NAME).exists():
-            self.manifest = read_manifest(self.root)
-            stored = self.manifest.get("identity") or {}
-            if stored.get("key") != identity.key:
-                raise DistilledSetError(
-                    f"{self.root} already holds a different distilled set ({_identity_difference(stored, identity)}); "
-                    "choose another output folder or delete this one"
-                )
-        else:
+        with disk_errors(self.root, "create the distilled-set folder"):
             self.root.mkdir(parents=True, exist_ok=True)
-            self.manifest = {
-                "format": FORMAT,
-                "identity": identity.to_dict(),
-                "method": identity.method,
-                "config": dict(identity.config),
-                "dataset": identity.dataset["name"],
-                "ipc": identity.ipc,
-                "seed": identity.seed,
-                "weights": dict(identity.weights),
-                "classes": self.class_names,
-                "teacher": teacher,
-                "extra": extra or {},
-                "ddbench_version": ddbench.__version__,
-                "files": {},
-                "complete": False,
-            }
-            _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
-        self.images_dir.mkdir(exist_ok=True)
-        for leftover in self.images_dir.glob(".tmp-*"):  # a class that was being written when interrupted
-            shutil.rmtree(leftover)
+        with self._locked():
+            if (self.root / MANIFEST_NAME).exists():
+                self._reload()
+            else:
+                self.manifest = {
+                    "format": FORMAT,
+                    "identity": identity.to_dict(),
+                    "method": identity.method,
+                    "config": dict(config if config is not None else identity.config),  # every resolved key
+                    "dataset": identity.dataset["name"],
+                    "ipc": identity.ipc,
+                    "seed": identity.seed,
+                    "weights": dict(identity.weights),
+                    "classes": self.class_names,
+                    "teacher": teacher,
+                    "extra": extra or {},
+                    "ddbench_version": ddbench.__version__,
+                    "files": {},
+                    "complete": False,
+                }
+                _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+            with disk_errors(self.images_dir, "create"):
+                self.images_dir.mkdir(exist_ok=True)
+            # classes being staged when their writer was killed; a live writer's staging stays
+            remove_stale_temporaries(self.images_dir)
+            for leftover in self.images_dir.glob(".tmp-*"):  # staging of older ddbench (one name per class)
+                if not leftover.name.endswith(".tmp"):
+                    shutil.rmtree(leftover, ignore_errors=True)
+
+    def _locked(self):
+        """The lock every writer of this folder takes before changing the manifest or a class folder."""
+        return locked(self.root / LOCK_NAME)
+
+    def _reload(self) -> None:
+        """Take the manifest on disk (it holds every class any process recorded); it must be ours."""
+        self.manifest = read_manifest(self.root)
+        stored = self.manifest.get("identity") or {}
+        if stored.get("key") != self.identity.key:
+            raise DistilledSetError(
+                f"{self.root} already holds a different distilled set ({_identity_difference(stored, self.identity)}); "
+                "choose another output folder or delete this one"
+            )
 
     def _class_done(self, name: str) -> bool:
         prefix = f"images/{name}/"
@@ -111,31 +172,44 @@ class DistilledSetWriter:
         return [i for i, name in enumerate(self.class_names) if not self._class_done(name)]
 
     def write_class(self, class_index: int, images: Sequence[Image.Image]) -> None:
+        """Stage the class's PNGs under a name of this process, then (under the folder lock)
+        move them into place and record them, unless another process recorded the class first."""
         name = self.class_names[class_index]
         if len(images) != self.ipc:
             raise DistilledSetError(f"class {name!r}: the method returned {len(images)} images, expected ipc={self.ipc}")
-        staging = self.images_dir / f".tmp-{name}"
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir(parents=True)
-        checksums = {}
-        for i, image in enumerate(images):
-            path = staging / f"{i}.png"
-            image.convert("RGB").save(path, format="PNG")
-            checksums[f"images/{name}/{i}.png"] = sha256_file(path)
-        final = self.images_dir / name
-        if final.exists():  # written but not yet recorded when the last run stopped
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        self.manifest["files"].update(checksums)
-        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        staging = temporary_sibling(self.images_dir / name)
+        try:
+            with disk_errors(staging, "write the distilled images to"):
+                staging.mkdir(parents=True)
+                checksums = {}
+                for i, image in enumerate(images):
+                    path = staging / f"{i}.png"
+                    image.convert("RGB").save(path, format="PNG")
+                    checksums[f"images/{name}/{i}.png"] = sha256_file(path)
+            with self._locked():
+                self._reload()
+                if self._class_done(name):  # another process sharing this folder wrote it meanwhile
+                    return
+                final = self.images_dir / name
+                with disk_errors(final, "write the distilled images to"):
+                    if final.exists():  # moved into place but not recorded when its writer was killed
+                        shutil.rmtree(final)
+                    os.replace(staging, final)
+                self.manifest["files"].update(checksums)
+                _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
 
     def finalize(self) -> "DistilledSet":
-        pending = self.pending_classes()
-        if pending:
-            raise DistilledSetError(f"{self.root}: classes {pending} were never written")
-        self.manifest["complete"] = True
-        _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+        with self._locked():
+            self._reload()
+            pending = self.pending_classes()
+            if pending:
+                raise DistilledSetError(f"{self.root}: classes {pending} were never written")
+            if not self.manifest.get("complete"):
+                self.manifest["complete"] = True
+                _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
         return DistilledSet.open(self.root, verify=False)  # checksums were computed while writing
 
 
@@ -162,7 +236,7 @@ class DistilledSet:
     @property
     def shuffle_patch_factor(self) -> int:
         """How many patches per side a stitched image holds (RDED: 2 for ImageNet-like sets)."""
-        return int(self.manifest.get("extra", {}).get("shuffle_patch_factor", 1))
+        return int((self.manifest.get("extra") or {}).get("shuffle_patch_factor", 1))
 
     @property
     def content_hash(self) -> str:

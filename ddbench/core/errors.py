@@ -23,3 +23,15 @@ class DistilledSetError(DDBenchError):
 
 class FetchError(DDBenchError):
     """A download that failed or whose checksum does not match."""
+
+
+class StorageError(DDBenchError):
+    """A write the disk refused: full, read-only or not permitted (the message names the path)."""
+
+
+class TrainingDivergedError(DDBenchError):
+    """A training whose loss became NaN or infinite; the message names the step or epoch and the knob."""
+
+
+class ResultsError(DDBenchError):
+    """A result that cannot be stored as it is (a non-finite metric, say)."""

@@ -3,6 +3,10 @@
 The download lands in a `.part` file and is renamed only once its checksum matches, so an
 interrupted or corrupted download never looks finished. `DDBENCH_DATA_MIRROR` replaces the
 host and folder of every URL (for institutional mirrors and for tests on a loopback server).
+
+Unpacking trusts nothing in the archive: absolute names, `..`, links that point outside the
+target, device files and FIFOs are refused (the whole archive, with the member named), and
+setuid / setgid / sticky bits are dropped from what is written.
 """
 
 from __future__ import annotations
@@ -73,29 +77,64 @@ def download(url: str, destination: Path, checksum: str, progress: Progress = Nu
     return destination
 
 
-def _safe_members(archive: tarfile.TarFile, target: Path):
+#: permission bits never written from an archive: setuid, setgid, sticky
+UNSAFE_MODE_BITS = 0o7000
+
+
+def _inside(target: Path, name: str) -> bool:
+    """Whether `name` (relative to `target`) stays inside `target` once resolved."""
     base = target.resolve()
+    resolved = (target / name).resolve()
+    return resolved == base or base in resolved.parents
+
+
+def _refuse(archive_path: Path, member: str, why: str) -> FetchError:
+    return FetchError(f"archive {archive_path.name}: member {member!r} {why}; refusing to unpack it "
+                      "(the archive is damaged or not the official one)")
+
+
+def _checked_name(archive_path: Path, name: str, target: Path) -> None:
+    parts = name.replace("\\", "/").split("/")
+    if name.startswith(("/", "\\")) or (len(name) > 1 and name[1] == ":"):
+        raise _refuse(archive_path, name, "has an absolute path")
+    if ".." in parts:
+        raise _refuse(archive_path, name, "contains '..'")
+    if not _inside(target, name):
+        raise _refuse(archive_path, name, f"would unpack outside {target}")
+
+
+def _safe_members(archive: tarfile.TarFile, archive_path: Path, target: Path) -> list[tarfile.TarInfo]:
+    """Every member, checked (see the module docstring), with setuid/setgid/sticky cleared."""
+    members = []
     for member in archive.getmembers():
-        resolved = (target / member.name).resolve()
-        if base not in resolved.parents and resolved != base:
-            raise FetchError(f"archive member {member.name!r} would unpack outside {target}; refusing it")
-        if member.issym() or member.islnk() or member.isdev():
-            continue
-        yield member
+        _checked_name(archive_path, member.name, target)
+        if member.isdev() or member.isfifo() or not (member.isfile() or member.isdir() or member.issym() or member.islnk()):
+            raise _refuse(archive_path, member.name, "is a device file or FIFO")
+        if member.issym() or member.islnk():
+            link = member.linkname  # a symbolic link resolves from its own folder, a hard link from the root
+            pointed = str(Path(member.name).parent / link) if member.issym() else link
+            if link.startswith("/") or not _inside(target, pointed):
+                raise _refuse(archive_path, member.name, f"links to {link!r}, outside {target}")
+        member.mode &= ~UNSAFE_MODE_BITS
+        members.append(member)
+    return members
 
 
 def extract(archive_path: Path, target: Path) -> None:
-    """Unpack a .tar(.gz) or .zip into `target`, refusing members that escape it."""
+    """Unpack a .tar(.gz) or .zip into `target`, refusing unsafe members (see the module docstring)."""
     try:
         if zipfile.is_zipfile(archive_path):
             with zipfile.ZipFile(archive_path) as archive:
                 for name in archive.namelist():
-                    if not (target / name).resolve().is_relative_to(target.resolve()):
-                        raise FetchError(f"archive member {name!r} would unpack outside {target}; refusing it")
-                archive.extractall(target)
+                    _checked_name(archive_path, name, target)
+                archive.extractall(target)  # zipfile writes neither links, devices nor permission bits
             return
         with tarfile.open(archive_path) as archive:
-            archive.extractall(target, members=list(_safe_members(archive, target)))
+            members = _safe_members(archive, archive_path, target)
+            if hasattr(tarfile, "data_filter"):  # Python >= 3.10.12 / 3.11.4: the same rules, enforced again
+                archive.extractall(target, members=members, filter="data")
+            else:
+                archive.extractall(target, members=members)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError) as exc:
         raise FetchError(f"cannot unpack {archive_path}: {exc}; delete it and fetch again") from exc
 

@@ -263,6 +263,10 @@ class Method(PluginBase, abc.ABC):
         return task.writer.finalize()
 
 
+#: the student name of evaluators that train none
+NO_STUDENT = "-"
+
+
 @dataclass
 class EvalTask:
     """One student, one seed: what an evaluator needs besides the distilled set."""
@@ -293,10 +297,16 @@ class EvalResult:
 class Evaluator(PluginBase, abc.ABC):
     """An evaluation protocol: trains `task.student` on the distilled set, validates on real data.
 
+    An evaluator that trains no student (a feature-statistics metric such as FID) sets
+    `needs_student = False`: it runs once with student NO_STUDENT ("-"). One that draws no randomness
+    sets `seeded = False`: it runs for the first evaluation seed only.
+
     `protocol_version` is part of every results key: bump it when a change makes new numbers
     incomparable with old ones, so they start new leaderboard cells."""
 
     protocol_version: ClassVar[int] = 1
+    needs_student: ClassVar[bool] = True
+    seeded: ClassVar[bool] = True
 
     @abc.abstractmethod
     def evaluate(self, distilled: "DistilledSet", task: EvalTask) -> EvalResult: ...

@@ -15,13 +15,13 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ddbench.core import paths, registry
-from ddbench.core.config import config_to_dict
+from ddbench.core.config import config_to_dict, identity_config
 from ddbench.core.device import resolve_device
 from ddbench.core.distilled import DistilledSet, DistilledSetWriter, read_manifest
 from ddbench.core.errors import ConfigError
 from ddbench.core.hashing import stable_hash
 from ddbench.core.identity import RunIdentity, readable_label
-from ddbench.core.interfaces import DatasetSpec, DistillTask, EvalTask, Evaluator, Method, PluginBase, Teacher, TeacherProvider
+from ddbench.core.interfaces import NO_STUDENT, DatasetSpec, DistillTask, EvalTask, Evaluator, Method, PluginBase, Teacher, TeacherProvider
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.results import ResultRow, ResultsStore
 from ddbench.core.seeding import seed_everything
@@ -128,7 +128,7 @@ def build_identity(method: Method, dataset: DatasetSpec, ipc: int, seed: int, te
         weights["teacher"] = teacher.checkpoint_sha256 or f"unhashed:{teacher.source}"
     return RunIdentity(
         method=method.name,
-        config=config_to_dict(method.config),
+        config=identity_config(method.config),
         dataset=dataset.fingerprint(),
         ipc=ipc,
         seed=seed,
@@ -188,8 +188,13 @@ def distill(
     identity = identity or build_identity(method, dataset, ipc, seed, teacher)
     seed_everything(seed)
     task = DistillTask(dataset=dataset, ipc=ipc, seed=seed, device=device, writer=None, teacher=teacher, progress=progress)  # type: ignore[arg-type]
-    task.writer = DistilledSetWriter(out_dir, identity, dataset.class_names,
+    task.writer = DistilledSetWriter(out_dir, identity, dataset.class_names, config=config_to_dict(method.config),
                                      teacher=teacher.info() if teacher else None, extra=method.manifest_extra(task))
+    recorded, wanted = task.writer.manifest.get("config", {}), config_to_dict(method.config)
+    differing = [f"{key}={recorded.get(key)!r}" for key in wanted if key in recorded and recorded[key] != wanted[key]]
+    if differing:
+        progress.log(f"{out_dir} was made with {', '.join(differing)}: keys that change no image, so its images are "
+                     "kept as they are; pass --out DIR for a folder made with the new values")
     if not task.writer.pending_classes() and task.writer.manifest.get("complete"):
         return DistilledSet.open(out_dir, class_names=dataset.class_names, dataset=dataset.name)
     return method.distill(task)
@@ -218,7 +223,9 @@ def evaluate(
         evaluator_hash = config_hash(evaluator_config)
         evaluator_label = readable_label(evaluator.name, evaluator_config, getattr(evaluator, "defaults", {}))
         archs: Sequence[str | None] = teacher_archs if evaluator.needs_teacher else [None]
-        jobs = [(arch, student, seed) for arch in archs for student in students for seed in seeds]
+        evaluator_students = students if evaluator.needs_student else [NO_STUDENT]
+        evaluator_seeds = seeds if evaluator.seeded else list(seeds)[:1]
+        jobs = [(arch, student, seed) for arch in archs for student in evaluator_students for seed in evaluator_seeds]
         with progress.task(f"{evaluator.name}: evaluating", total=len(jobs)) as bar:
             for arch, student, seed in jobs:
                 known_teacher = teachers.identify(dataset, arch) if arch else ""
@@ -326,12 +333,13 @@ def evaluate_folder(
             raise ConfigError(f"{folder} has no manifest.json; pass --dataset to say which dataset it distils")
         dataset_name = read_manifest(folder)["dataset"]
     dataset = registry.create_dataset(dataset_name, data_root, resolution)
-    distilled = DistilledSet.open(folder, class_names=dataset.class_names, dataset=dataset.name)
     evaluator_classes = [registry.load_evaluator(name) for name in evaluators]
     _, evaluator_overrides = split_overrides(overrides, None, evaluator_classes)
     built = make_evaluators(evaluators, dataset, evaluator_overrides)
     resolved_device = resolve_device(device)
+    # opened first: an unwritable results database fails now, not after checksumming the set
     with ResultsStore(results_path or paths.default_results_path()) as store:
+        distilled = DistilledSet.open(folder, class_names=dataset.class_names, dataset=dataset.name)
         return evaluate(
             distilled, dataset, built, students, teachers, seeds, resolved_device, store,
             TeacherCache(teacher_provider, resolved_device, progress), progress, force,

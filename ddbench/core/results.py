@@ -5,21 +5,30 @@ Each row describes itself: the run identity (configuration key, readable label, 
 config, weights, dataset fingerprint, distillation seed), the evaluator's resolved config and the
 effective training recipe as it ran, metrics, teacher, versions, git hash, wall time and the
 distilled set's content hash, so a leaderboard number can always be traced to what made it.
+
+Several processes may write one database at once: every write is one `BEGIN IMMEDIATE`
+transaction (it waits for the write lock instead of failing on a stale read snapshot) under a
+busy timeout, retried a few times, and a row's key makes a repeated evaluation replace its row,
+never duplicate it. Stored JSON is strict (no NaN / Infinity, which SQLite's JSON functions
+reject), and a non-finite metric is refused with an error rather than stored.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import platform
+import shutil
 import sqlite3
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import ddbench
-from ddbench.core.errors import ConfigError
+from ddbench.core.errors import ConfigError, ResultsError, StorageError
 
 #: bumped when the table changes; an older table is kept aside as `results_v<N>` (not shown)
 SCHEMA_VERSION = 2
@@ -60,8 +69,11 @@ CREATE TABLE IF NOT EXISTS results (
     wall_time_s REAL NOT NULL,
     UNIQUE (run_id, evaluator, evaluator_protocol, evaluator_config_hash, student, teacher_key, seed)
 );
-CREATE INDEX IF NOT EXISTS results_lookup ON results (dataset, ipc, evaluator, configuration, student);
+CREATE INDEX IF NOT EXISTS results_lookup ON results (dataset, ipc, evaluator, configuration, student)
 """
+#: how long a writer waits for another process's write lock, and how often it then tries again
+BUSY_TIMEOUT_S = 60.0
+WRITE_ATTEMPTS = 5
 
 
 @dataclass
@@ -138,32 +150,90 @@ class ResultsStore:
 
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path).expanduser()
+        self._snapshot_dir: str | None = None
         if readonly:  # leaderboards and reports: works on read-only media too
-            if not self.path.is_file():
-                raise ConfigError(f"no results database at {self.path}; run `ddbench run ...` first or pass --results")
-            self._connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+            self._open_readonly()
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._connection.row_factory = sqlite3.Row
+            self._retrying(lambda: self._connection.execute("PRAGMA journal_mode=WAL"))
+            # a real write (user_version is rewritten even when unchanged): a database that cannot
+            # take rows fails here, before any distillation or training starts
+            self._write(self._create_schema)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(exc) from exc
+
+    def _create_schema(self) -> None:
+        self._set_aside_older_table()
+        for statement in SCHEMA.split(";"):
+            self._connection.execute(statement)
+        self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    def _error(self, exc: Exception) -> Exception:
+        """One clear error for a database that cannot be opened or written."""
+        text = str(exc)
+        if isinstance(exc, sqlite3.OperationalError) and "disk is full" in text:
+            return StorageError(f"cannot write the results database {self.path}: the disk is full; free some space "
+                                "or pass --results PATH elsewhere, then rerun the same command (finished work is kept)")
+        if isinstance(exc, sqlite3.DatabaseError) and "not a database" in text:
+            return ConfigError(f"{self.path} is not an SQLite results database ({text}); pass --results PATH to another file")
+        return ConfigError(f"cannot write the results database {self.path} ({text}); pass --results PATH in a writable "
+                           "folder or set DDBENCH_HOME")
+
+    def _retrying(self, work):
+        """Run `work`, trying again (with a growing pause) while another process holds the database."""
+        for attempt in range(WRITE_ATTEMPTS):
+            try:
+                return work()
+            except sqlite3.OperationalError as exc:
+                busy = "locked" in str(exc) or "busy" in str(exc)
+                if not busy or attempt == WRITE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+
+    def _write(self, work) -> None:
+        """`work` inside one BEGIN IMMEDIATE transaction, retried while the database is busy."""
+        def transaction() -> None:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                work()
+                self._connection.execute("COMMIT")
+            except BaseException:
+                if self._connection.in_transaction:
+                    self._connection.execute("ROLLBACK")
+                raise
+
+        self._retrying(transaction)
+
+    def _open_readonly(self) -> None:
+        """mode=ro first; on media where SQLite cannot create its -shm file, `immutable=1` on the
+        file itself, or, when a -wal file holds rows not yet in it, on a private copy of both."""
+        if not self.path.is_file():
+            raise ConfigError(f"no results database at {self.path}; run `ddbench run ...` first or pass --results")
+        try:
+            self._connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
             self._connection.row_factory = sqlite3.Row
             try:
                 self._connection.execute("SELECT 1 FROM sqlite_master").fetchone()
             except sqlite3.OperationalError:  # no -shm/-wal can be made next to it: read it as it is
                 self._connection.close()
-                self._connection = sqlite3.connect(f"{self.path.resolve().as_uri()}?immutable=1", uri=True)
+                source = self.path.resolve()
+                wal = source.with_name(source.name + "-wal")
+                if wal.is_file() and wal.stat().st_size > 0:
+                    self._snapshot_dir = tempfile.mkdtemp(prefix="ddbench-results-")
+                    source = Path(shutil.copy2(source, self._snapshot_dir))
+                    shutil.copy2(wal, self._snapshot_dir)
+                self._connection = sqlite3.connect(f"{source.as_uri()}?immutable=1" if self._snapshot_dir is None
+                                                   else source, uri=self._snapshot_dir is None)
                 self._connection.row_factory = sqlite3.Row
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._connection = sqlite3.connect(self.path, timeout=30)
-            self._connection.row_factory = sqlite3.Row
-            self._connection.execute("PRAGMA journal_mode=WAL")
-            with self._connection:
-                self._set_aside_older_table()
-                self._connection.executescript(SCHEMA)
-                self._connection.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (OSError, sqlite3.OperationalError) as exc:
-            raise ConfigError(
-                f"cannot write the results database {self.path} ({exc}); pass --results PATH in a writable "
-                "folder or set DDBENCH_HOME"
-            ) from exc
+                self._connection.execute("SELECT 1 FROM sqlite_master").fetchone()
+        except (OSError, sqlite3.Error) as exc:
+            if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+                raise ConfigError(f"{self.path} is not an SQLite results database ({exc}); pass --results PATH "
+                                  "to another file") from exc
+            raise ConfigError(f"cannot read the results database {self.path} ({exc})") from exc
 
     def _set_aside_older_table(self) -> None:
         """A table from an older ddbench lacks the run identity its rows would need to be pooled
@@ -176,6 +246,8 @@ class ResultsStore:
 
     def close(self) -> None:
         self._connection.close()
+        if self._snapshot_dir is not None:
+            shutil.rmtree(self._snapshot_dir, ignore_errors=True)
 
     def __enter__(self) -> "ResultsStore":
         return self
@@ -186,12 +258,26 @@ class ResultsStore:
     def add(self, row: ResultRow) -> None:
         """Insert or replace the row of (run, evaluator, protocol, config, student, teacher, seed)."""
         values = dict(row.__dict__)
+        bad = {name: value for name, value in {"value": row.value, **row.metrics}.items()
+               if not isinstance(value, (int, float)) or not math.isfinite(value)}
+        if bad:
+            raise ResultsError(f"{row.evaluator} {row.student} seed {row.seed}: metrics {bad} are not finite numbers; "
+                               "the training went wrong (lower lr?), so nothing was stored")
         for column in JSON_COLUMNS:
-            values[column] = json.dumps(values[column], sort_keys=True) if values[column] is not None else None
+            if values[column] is None:
+                continue
+            try:
+                values[column] = json.dumps(values[column], sort_keys=True, allow_nan=False)
+            except ValueError as exc:
+                raise ResultsError(f"{row.evaluator} {row.student} seed {row.seed}: {column} holds a NaN or infinite "
+                                   "number, which stored JSON cannot; nothing was stored") from exc
         columns = ", ".join(values)
         placeholders = ", ".join(f":{name}" for name in values)
-        with self._connection:
-            self._connection.execute(f"INSERT OR REPLACE INTO results ({columns}) VALUES ({placeholders})", values)
+        try:
+            self._write(lambda: self._connection.execute(
+                f"INSERT OR REPLACE INTO results ({columns}) VALUES ({placeholders})", values))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from exc
 
     def has(
         self, run_id: str, evaluator: str, evaluator_protocol: int, evaluator_config_hash: str, student: str,

@@ -1,7 +1,12 @@
-"""A rich rendering of the core's Progress interface, for the CLI (progress on stderr)."""
+"""A rich rendering of the core's Progress interface, for the CLI (progress on stderr).
+
+On a terminal: nested live bars. Elsewhere (a log file, CI, `nohup`): plain lines, one when a
+step starts, then at most one every `interval` seconds with its count, elapsed time and an
+estimate of the time left, and one when it ends, so an hours-long run is never silent in a log."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -20,11 +25,45 @@ class _RichTask:
         self._progress.update(self._task_id, description=description)
 
 
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+class _LineTask:
+    """A step reported as log lines (non-interactive output)."""
+
+    def __init__(self, console: Console, description: str, total: int | None, interval: float):
+        self.console, self.description, self.total, self.interval = console, description, total, interval
+        self.done, self.started = 0, time.monotonic()
+        self.last_line = self.started
+
+    def _line(self, prefix: str) -> str:
+        elapsed = time.monotonic() - self.started
+        count = f" {self.done}/{self.total}" if self.total else (f" {self.done}" if self.done else "")
+        left = ""
+        if self.total and 0 < self.done < self.total:
+            left = f", about {_clock(elapsed / self.done * (self.total - self.done))} left"
+        return f"{prefix}{self.description}:{count} ({_clock(elapsed)} elapsed{left})"
+
+    def advance(self, amount: int = 1) -> None:
+        self.done += amount
+        now = time.monotonic()
+        if now - self.last_line >= self.interval:
+            self.last_line = now
+            self.console.print(self._line(""), highlight=False, markup=False)
+
+    def update(self, description: str) -> None:
+        self.description = description
+
+
 class RichProgress:
     """Nested bars for long work; finished bars disappear so only the current work shows."""
 
-    def __init__(self, console: Console | None = None):
+    def __init__(self, console: Console | None = None, interval: float = 30.0):
         self.console = console or Console(stderr=True)
+        self.interval = interval
         self._progress = Progress(
             SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
             TimeElapsedColumn(), TimeRemainingColumn(), console=self.console, transient=True,
@@ -33,6 +72,12 @@ class RichProgress:
 
     @contextmanager
     def task(self, description: str, total: int | None = None) -> Iterator[_RichTask]:
+        if not self.console.is_terminal:
+            line_task = _LineTask(self.console, description, total, self.interval)
+            self.console.print(f"{description}: started" + (f" ({total} steps)" if total else ""), highlight=False, markup=False)
+            yield line_task  # type: ignore[misc]
+            self.console.print(line_task._line("done: "), highlight=False, markup=False)
+            return
         if self._depth == 0:
             self._progress.start()
         self._depth += 1

@@ -8,11 +8,16 @@ Class order is the official label order of the release (CIFAR-10: airplane ... t
 the 100 fine labels in alphabetical order, as in the release's `meta` file), read from
 `data/cifar10_classes.txt` and `data/cifar100_classes.txt`, which cite where they were checked. The
 official test set is ddbench's `val` split.
+
+The pickles are read with a restricted unpickler that builds only what the official files hold
+(dicts, lists, bytes and numpy arrays): a planted pickle that names anything else is refused
+instead of run.
 """
 
 from __future__ import annotations
 
 import pickle
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, ClassVar
@@ -26,6 +31,37 @@ from ddbench.datasets.folders import CLASS_LIST_DIR, class_folder_samples, read_
 
 CIFAR10_CLASSES = read_class_list(CLASS_LIST_DIR / "cifar10_classes.txt")
 CIFAR100_CLASSES = read_class_list(CLASS_LIST_DIR / "cifar100_classes.txt")
+
+
+#: (module, name) a CIFAR pickle may reference: numpy's array reconstruction (numpy 1 and 2
+#: spellings, pickle protocols 2 to 5) and the codec Python 3 uses for bytes under protocol 2
+ALLOWED_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _RefusingUnpickler(pickle.Unpickler):
+    """Resolves only ALLOWED_GLOBALS; anything else is an UnpicklingError before it can run."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"it references {module}.{name}, which the official CIFAR pickles never do; refusing to load it "
+                "(a planted pickle could run code)")
+        with warnings.catch_warnings():  # numpy 2 warns about its numpy.core alias
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return super().find_class(module, name)
+
+
+def load_cifar_pickle(path: Path) -> dict:
+    """One batch file of the official release, without running code from it."""
+    with open(path, "rb") as handle:
+        batch = _RefusingUnpickler(handle, encoding="bytes").load()
+    if not isinstance(batch, dict):
+        raise pickle.UnpicklingError(f"it holds a {type(batch).__name__}, not the dict of a CIFAR batch")
+    return batch
 
 
 class _Cifar(DatasetSpec):
@@ -66,11 +102,10 @@ class _Cifar(DatasetSpec):
         for filename in self.pickle_files[split]:
             path = self._pickle_root / filename
             try:
-                with open(path, "rb") as handle:
-                    batch = pickle.load(handle, encoding="bytes")
+                batch = load_cifar_pickle(path)
                 data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
                 labels.extend(int(label) for label in batch[self.label_key])
-            except (pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
+            except (pickle.UnpicklingError, KeyError, ValueError, TypeError, EOFError, AttributeError) as exc:
                 raise DataError(f"cannot read CIFAR batch {path}: {exc}; download the archive again") from exc
             images.append(data.transpose(0, 2, 3, 1))
         return np.concatenate(images), labels

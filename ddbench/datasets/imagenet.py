@@ -41,7 +41,7 @@ def imagenet1k_classes() -> dict[str, str]:
 class _WnidFolders(DatasetSpec):
     resolution = 224
     preset_family = "imagenet"
-    teacher_recipe = "imagenet"
+    teacher_recipe = "imagenet-scratch"  # RDED's subset teachers: from scratch (imagenet-finetune: explicit)
     wnids: ClassVar[list[str]]  # any order; sorted on use
     layout = "ROOT/train/<wnid>/*.JPEG and ROOT/val/<wnid>/*.JPEG"
 

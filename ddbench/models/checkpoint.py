@@ -14,25 +14,23 @@ import torch
 from torch import nn
 
 from ddbench.core.errors import CheckpointError
+from ddbench.core.files import torch_save_atomic, unreadable_reason
 from ddbench.models.factory import ModelSpec, create_from_spec, model_spec
 
 FORMAT = "ddbench-model/1"
 
 
 def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] | None = None) -> Path:
-    """Write `{"format", "spec", "state_dict", "extra"}` atomically (tmp file + rename)."""
+    """Write `{"format", "spec", "state_dict", "extra"}` atomically (a temporary file of this
+    process, then rename; a full disk is a StorageError and leaves no partial file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
         "spec": model_spec(model).to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return torch_save_atomic(payload, path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -43,7 +41,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many types for truncated/pickled files
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}. Re-download or retrain it.") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {unreadable_reason(exc)}. Re-download or retrain it.") from exc
 
 
 def load_model(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:

@@ -6,7 +6,7 @@ error that says so, not a cryptic size mismatch or a silently random head."""
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +15,7 @@ from ddbench.core.errors import CheckpointError
 from ddbench.models import ModelSpec, create_from_spec, create_model
 from ddbench.models.checkpoint import FORMAT as DDBENCH_FORMAT
 from ddbench.models.checkpoint import read_checkpoint
+from ddbench.teachers.class_order import permute_classifier
 
 #: wrapper keys under which training scripts nest the weights, tried in order
 WRAPPER_KEYS = ("model", "state_dict", "model_state_dict", "net")
@@ -73,8 +74,12 @@ def match_layout(state: dict[str, torch.Tensor], model: nn.Module, source: str) 
     return state
 
 
-def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, input_size: int) -> nn.Module:
-    """A model of `arch` with the checkpoint's weights, for a dataset of `num_classes` at `input_size` px."""
+def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, input_size: int,
+                            class_rows: Sequence[int] | None = None) -> nn.Module:
+    """A model of `arch` with the checkpoint's weights, for a dataset of `num_classes` at `input_size` px.
+
+    `class_rows[i]` is the checkpoint's classifier row for dataset class i (see `class_order`);
+    the rows are permuted into the dataset's order before loading."""
     payload = read_checkpoint(path)
     if isinstance(payload, dict) and payload.get("format") == DDBENCH_FORMAT:
         spec = ModelSpec.from_dict(payload["spec"])
@@ -91,6 +96,8 @@ def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int
             f"{path} has a {found_classes}-class classifier but the dataset has {num_classes} classes; "
             "use a teacher trained on this dataset (or `ddbench teacher train`)"
         )
+    if class_rows is not None:
+        state = permute_classifier(state, class_rows)
     state = match_layout(state, model, str(path))
     try:
         result = model.load_state_dict(state, strict=False)

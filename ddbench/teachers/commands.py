@@ -3,8 +3,6 @@ checkpoint's accuracy, list the cache. Thin: parse, call `TeacherStore`, print o
 
 from __future__ import annotations
 
-import json
-
 import click
 
 
@@ -29,8 +27,11 @@ def teacher_group() -> None:
 @click.option("--data-root", type=click.Path(), default=None, help="Root of the dataset's files.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help="Retrain even if the cache holds this teacher.")
+@click.option("--recipe", default=None, help="A named recipe instead of the dataset's own (e.g. imagenet-finetune).")
+@click.option("--resolution", type=int, default=None, help="Working resolution in px (default: the dataset's).")
 @click.option("--set", "overrides", multiple=True, help="Recipe override key=value (changes the recipe hash).")
-def train_command(dataset: str, arch: str, data_root: str | None, device: str, force: bool, overrides: tuple[str, ...]) -> None:
+def train_command(dataset: str, arch: str, data_root: str | None, device: str, force: bool, recipe: str | None,
+                  resolution: int | None, overrides: tuple[str, ...]) -> None:
     """Train (or load from the cache) a teacher with the documented recipe and report its accuracy."""
     from ddbench.core.config import parse_overrides, resolve_config
     from ddbench.core.device import resolve_device
@@ -38,16 +39,16 @@ def train_command(dataset: str, arch: str, data_root: str | None, device: str, f
     from ddbench.teachers.recipes import TeacherRecipe
     from ddbench.teachers.store import TeacherStore
 
-    spec = create_dataset(dataset, root=data_root)
+    spec = create_dataset(dataset, root=data_root, resolution=resolution)
     parsed = parse_overrides(overrides)
     recipe_overrides = {}
     if parsed:  # coerce through the recipe's types, with "did you mean" for typos
         import dataclasses
 
-        base = dataclasses.asdict(TeacherStore().recipe(spec))
+        base = dataclasses.asdict(TeacherStore(recipe=recipe).recipe(spec))
         resolved = resolve_config(TeacherRecipe, base, parsed, owner="teacher recipe")
         recipe_overrides = {key: getattr(resolved, key) for key in parsed}
-    store = TeacherStore(recipe_overrides=recipe_overrides)
+    store = TeacherStore(recipe_overrides=recipe_overrides, recipe=recipe)
     resolved_device = resolve_device(device)
     for name in _names(arch):
         if force:
@@ -62,27 +63,38 @@ def train_command(dataset: str, arch: str, data_root: str | None, device: str, f
 @click.option("--arch", required=True, help="Architecture of the checkpoint.")
 @click.option("--teacher-ckpt", "checkpoint", required=True, type=click.Path(exists=True), help="Checkpoint file.")
 @click.option("--data-root", type=click.Path(), default=None, help="Root of the dataset's files.")
+@click.option("--resolution", type=int, default=None, help="Working resolution in px (default: the dataset's).")
+@click.option("--class-order", default=None,
+              help="Class of each classifier row: sorted (default), minimax-woof, imagenet:I,J,..., classes:A,B,... or a file.")
 @click.option("--device", default="auto", show_default=True)
-def check_command(dataset: str, arch: str, checkpoint: str, data_root: str | None, device: str) -> None:
+def check_command(dataset: str, arch: str, checkpoint: str, data_root: str | None, resolution: int | None,
+                  class_order: str | None, device: str) -> None:
     """Load an external checkpoint and measure its top-1 on the val split (fails near chance)."""
     from ddbench.core.device import resolve_device
     from ddbench.core.registry import create_dataset
     from ddbench.teachers.store import TeacherStore
 
-    spec = create_dataset(dataset, root=data_root)
-    teacher = TeacherStore(checkpoints={arch: checkpoint})(spec, arch, resolve_device(device), _progress())
+    spec = create_dataset(dataset, root=data_root, resolution=resolution)
+    store = TeacherStore(checkpoints={arch: checkpoint}, class_order=class_order)
+    teacher = store(spec, arch, resolve_device(device), _progress())
     click.echo(f"{arch} from {checkpoint} on {dataset}: top-1 {teacher.accuracy:.2f}% (sha256 {teacher.checkpoint_sha256[:12]})")
 
 
 @teacher_group.command("ls")
 def list_command() -> None:
     """The cached teachers with their accuracy and recipe hash."""
+    from ddbench.core.errors import CheckpointError
     from ddbench.core.paths import home
+    from ddbench.teachers.store import read_record
 
     root = home() / "teachers"
     records = sorted(root.glob("*/*.json")) if root.exists() else []
     if not records:
         click.echo(f"no cached teachers under {root}")
     for path in records:
-        record = json.loads(path.read_text())
+        try:
+            record = read_record(path)
+        except CheckpointError as exc:
+            click.echo(f"unusable: {exc}")
+            continue
         click.echo(f"{record['dataset']:<12} {record['arch']:<16} top-1 {record['accuracy']:6.2f}%  recipe {record['recipe_hash']}  {path.with_suffix('.pt')}")

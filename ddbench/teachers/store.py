@@ -1,11 +1,15 @@
 """`TeacherStore`, ddbench's `TeacherProvider`: an external checkpoint if one is given for the
 arch, else the cache `$DDBENCH_HOME/teachers/<dataset>/<arch>-<recipe hash>.pt`, else train with
 the recipe and cache the result. Every teacher's top-1 on the real val split is known before it
-labels anything: a teacher near chance (wrong class order, wrong dataset) is an error.
+labels anything: a teacher near chance (wrong class order, wrong dataset) is an error, which for
+an external checkpoint names the accuracy its rows reach in the other known class orders.
+Before training, the store says what it is about to do (recipe, epochs, images, device) and
+names cached teachers of other recipes that `--teacher-ckpt` could use instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -18,11 +22,13 @@ from torch import nn
 import ddbench
 from ddbench.core.hashing import cached_sha256_file, sha256_file
 from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.files import write_atomic
 from ddbench.core.interfaces import DatasetSpec, Teacher
 from ddbench.core.paths import home
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.models import load_model, save_model, to_device
 from ddbench.teachers.checkpoints import load_teacher_checkpoint
+from ddbench.teachers.class_order import candidate_orders, rows_in_dataset_order
 from ddbench.teachers.recipes import TeacherRecipe, recipe_for, recipe_hash
 from ddbench.training import (
     HardLabelObjective,
@@ -57,6 +63,28 @@ def check_accuracy(accuracy: float, dataset: DatasetSpec, source: str) -> None:
         )
 
 
+RECORD_KEYS = ("sha256", "accuracy", "class_names")
+
+
+def read_record(record_path: Path) -> dict[str, Any]:
+    """A cached teacher's `.json` record; a malformed one is a CheckpointError that says what to delete."""
+    fix = f"delete it and {record_path.with_suffix('.pt').name} to retrain the teacher"
+    try:
+        record = json.loads(record_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"teacher record {record_path} is not valid JSON ({exc}); {fix}") from exc
+    except OSError as exc:
+        raise CheckpointError(f"cannot read teacher record {record_path} ({exc.strerror or exc}); {fix}") from exc
+    if not isinstance(record, dict) or any(key not in record for key in RECORD_KEYS):
+        raise CheckpointError(f"teacher record {record_path} is not a ddbench teacher record "
+                              f"(it needs {', '.join(RECORD_KEYS)}); {fix}")
+    accuracy = record["accuracy"]
+    if (not isinstance(accuracy, (int, float)) or isinstance(accuracy, bool) or not isinstance(record["sha256"], str)
+            or not isinstance(record["class_names"], list)):
+        raise CheckpointError(f"teacher record {record_path} holds a malformed accuracy, sha256 or class_names; {fix}")
+    return record
+
+
 def parse_checkpoint_option(value: str | os.PathLike | Mapping[str, Any] | None) -> dict[str | None, Path]:
     """`PATH` (every teacher arch), `arch=PATH,arch2=PATH2`, or a mapping -> {arch or None: Path}."""
     if value is None:
@@ -79,8 +107,10 @@ class TeacherStore:
     """Gets teachers: external checkpoint -> cache -> training with the recipe.
 
     `TeacherStore()(dataset, "resnet18", device, progress)` returns a frozen, accuracy-checked
-    `Teacher`. `checkpoints` maps arch -> path (key None: any arch). `train_missing=False`
-    raises instead of training. `recipe_overrides` change the recipe (and so its hash)."""
+    `Teacher`. `checkpoints` maps arch -> path (key None: any arch); `class_order` says which class
+    each of their classifier rows is (`ddbench.teachers.class_order`; default: sorted, ddbench's).
+    `train_missing=False` raises instead of training. `recipe` names a recipe other than the
+    dataset's own; `recipe_overrides` change it (and so its hash)."""
 
     def __init__(
         self,
@@ -88,14 +118,18 @@ class TeacherStore:
         checkpoints: str | os.PathLike | Mapping[str, Any] | None = None,
         train_missing: bool = True,
         recipe_overrides: Mapping[str, Any] | None = None,
+        recipe: str | None = None,
+        class_order: str | os.PathLike | None = None,
     ):
         self.root = Path(root) if root is not None else home() / "teachers"
         self.checkpoints = parse_checkpoint_option(checkpoints)
         self.train_missing = train_missing
         self.recipe_overrides = dict(recipe_overrides or {})
+        self.recipe_name = recipe
+        self.class_order = class_order
 
     def recipe(self, dataset: DatasetSpec) -> TeacherRecipe:
-        return recipe_for(dataset, **self.recipe_overrides)
+        return recipe_for(dataset, self.recipe_name, **self.recipe_overrides)
 
     def cache_path(self, dataset: DatasetSpec, arch: str) -> Path:
         return self.root / dataset.name / f"{arch}-{recipe_hash(self.recipe(dataset), dataset, arch)}.pt"
@@ -121,26 +155,44 @@ class TeacherStore:
         if checkpoint is not None:
             if not Path(checkpoint).is_file():
                 raise CheckpointError(f"teacher checkpoint {checkpoint} does not exist; check --teacher-ckpt")
-            return cached_sha256_file(checkpoint)
+            return self._checkpoint_key(checkpoint, rows_in_dataset_order(self.class_order, dataset))
         record_path = self.cache_path(dataset, arch).with_suffix(".json")
         if not record_path.is_file():
             return None
-        try:
-            return json.loads(record_path.read_text()).get("sha256")
-        except ValueError as exc:
-            raise CheckpointError(f"{record_path} is not valid JSON ({exc}); delete it and its .pt to retrain") from exc
+        return read_record(record_path)["sha256"]
+
+    @staticmethod
+    def _checkpoint_key(path: str | os.PathLike, rows: list[int] | None) -> str:
+        """The file's sha256; with a class order, a hash of both (the same file read in another
+        order is another teacher)."""
+        checksum = cached_sha256_file(path)
+        if rows is None:
+            return checksum
+        return hashlib.sha256(f"{checksum}|rows:{','.join(map(str, rows))}".encode()).hexdigest()
 
     def from_checkpoint(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
-        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution)
+        rows = rows_in_dataset_order(self.class_order, dataset)
+        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
         accuracy = measure_accuracy(model, dataset, device)
-        check_accuracy(accuracy, dataset, str(path))
-        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, cached_sha256_file(path), f"checkpoint:{path}")
+        order = str(self.class_order or "sorted")
+        if accuracy < accuracy_floor(dataset.num_classes):
+            others = {name: self._accuracy_in_order(dataset, arch, path, device, name)
+                      for name in candidate_orders(dataset) if name != order}
+            hint = "; ".join(f"with --teacher-class-order {name}: {value:.1f}%" for name, value in others.items())
+            check_accuracy(accuracy, dataset, f"{path} (class order {order}{'; ' + hint if hint else ''})")
+        source = f"checkpoint:{path}" + (f" (class order {order})" if rows is not None else "")
+        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, self._checkpoint_key(path, rows), source)
+
+    def _accuracy_in_order(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device, order: str) -> float:
+        rows = rows_in_dataset_order(order, dataset)
+        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
+        return measure_accuracy(model, dataset, device)
 
     def from_cache(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
         record_path = path.with_suffix(".json")
         if not record_path.exists():
             raise CheckpointError(f"{path} has no record {record_path.name} (interrupted write?); delete {path} to retrain")
-        record = json.loads(record_path.read_text())
+        record = read_record(record_path)
         checksum = sha256_file(path)
         if checksum != record.get("sha256"):
             raise CheckpointError(f"{path} does not match the checksum in {record_path.name}; delete both to retrain")
@@ -153,10 +205,51 @@ class TeacherStore:
         model = to_device(model, device)
         return Teacher(model, arch, dataset.name, dataset.num_classes, record["accuracy"], checksum, f"cache:{path}")
 
+    def other_recipes(self, dataset: DatasetSpec, arch: str) -> list[dict[str, Any]]:
+        """Records of cached `arch` teachers for this dataset, class order and resolution made with
+        another recipe (each with its `path`), newest first."""
+        current = self.cache_path(dataset, arch)
+        found = []
+        for record_path in sorted((self.root / dataset.name).glob(f"{arch}-*.json")):
+            checkpoint = record_path.with_suffix(".pt")
+            if checkpoint == current or not checkpoint.is_file():
+                continue
+            try:
+                record = read_record(record_path)
+            except CheckpointError:  # a broken record is reported when it is the one asked for
+                continue
+            if record.get("arch") != arch or record.get("class_names") != list(dataset.class_names):
+                continue
+            if record.get("resolution", dataset.resolution) != dataset.resolution:
+                continue
+            found.append({**record, "path": str(checkpoint), "mtime": checkpoint.stat().st_mtime})
+        return sorted(found, key=lambda record: -record["mtime"])
+
+    def announce_training(self, dataset: DatasetSpec, arch: str, recipe: TeacherRecipe, device: torch.device,
+                          progress: Progress) -> None:
+        """One log line (shown in non-interactive logs too) before any teacher training starts."""
+        how = "from timm's ImageNet weights" if recipe.pretrained else "from scratch"
+        images = len(dataset.split("train")) if recipe.epochs > 0 else 0
+        work = f"{recipe.epochs} epochs over {images:,} train images" if recipe.epochs > 0 else "no training (weights as they are)"
+        changed = "".join(f", {key}={value}" for key, value in sorted(self.recipe_overrides.items()))
+        progress.log(f"teacher {arch} for {dataset.name} at {dataset.resolution} px: none cached, so training one now "
+                     f"with recipe {recipe.name or '(custom)'}{changed} ({how}; {work}; batch {recipe.batch_size}, "
+                     f"{recipe.optimizer} lr {recipe.lr:g}) on {device}; it will be cached at {self.cache_path(dataset, arch)}")
+        for record in self.other_recipes(dataset, arch):
+            differs = {key: value for key, value in record.get("recipe", {}).items()
+                       if key != "name" and recipe.to_dict().get(key) != value}
+            described = ", ".join(f"{key}={value}" for key, value in sorted(differs.items())) or "another recipe version"
+            resolution = "" if "resolution" in record else " (resolution not recorded)"
+            progress.log(f"  a cached {arch} teacher of another recipe exists for {dataset.name}{resolution}: "
+                         f"{record['path']} (recipe {record.get('recipe', {}).get('name') or 'unnamed'}: {described}; "
+                         f"top-1 {record.get('accuracy', float('nan')):.2f}%); to use it instead, stop and pass "
+                         f"--teacher-ckpt {arch}={record['path']}")
+
     def train(self, dataset: DatasetSpec, arch: str, device: torch.device, progress: Progress = NullProgress()) -> Teacher:
         """Train (or, for epochs == 0, take pretrained) a teacher with the recipe; cache and return it."""
         recipe = self.recipe(dataset)
         path = self.cache_path(dataset, arch)
+        self.announce_training(dataset, arch, recipe, device, progress)
         started = time.perf_counter()
         model_kwargs = {"pretrained": recipe.pretrained, "pretrained_tag": recipe.pretrained_tag(arch)}
         model = build_seeded_model(arch, dataset.num_classes, dataset.resolution, recipe.seed, "teacher-init", **model_kwargs)
@@ -188,6 +281,7 @@ class TeacherStore:
             "arch": arch,
             "dataset": dataset.name,
             "class_names": list(dataset.class_names),
+            "resolution": dataset.resolution,
             "accuracy": accuracy,
             "recipe": recipe.to_dict(),
             "recipe_hash": recipe_hash(recipe, dataset, arch),
@@ -197,12 +291,11 @@ class TeacherStore:
             "device": str(device),
             "ddbench_version": ddbench.__version__,
         }
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=2))
-        os.replace(tmp, path.with_suffix(".json"))
+        write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False))
         return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
 
 
 def make_teacher_provider(checkpoint: str | os.PathLike | Mapping[str, Any] | None = None, **kwargs: Any) -> TeacherStore:
-    """The provider the CLI installs: `checkpoint` is --teacher-ckpt (PATH or arch=PATH,...)."""
+    """The provider the CLI installs: `checkpoint` is --teacher-ckpt (PATH or arch=PATH,...);
+    `recipe` is --teacher-recipe and `class_order` --teacher-class-order."""
     return TeacherStore(checkpoints=checkpoint, **kwargs)

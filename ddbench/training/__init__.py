@@ -8,6 +8,8 @@ from ddbench.training.augment import CutMix, MixedBatch, TrainAugment, shuffle_p
 from ddbench.training.batches import EpochBatches, sampled_batch
 from ddbench.training.checkpoint import ResumePoint, load_checkpoint, save_atomic
 from ddbench.training.data import (
+    ImageSet,
+    StreamingImageSet,
     TensorImageSet,
     center_square_resize,
     load_tensor_set,
@@ -34,6 +36,8 @@ __all__ = [
     "Precision",
     "ResumePoint",
     "TeacherSoftLabelObjective",
+    "ImageSet",
+    "StreamingImageSet",
     "TensorImageSet",
     "TrainAugment",
     "TrainingHistory",

@@ -1,14 +1,16 @@
 """Atomic training checkpoints and the random state that makes a resumed run exact.
 
-A checkpoint is written to a temporary file and renamed over the old one, so a process killed at
-any moment (kill -9 included) leaves either the previous checkpoint or the new one, never a torn
-file. Everything in it is tensors and Python primitives, so it loads with
-`torch.load(..., weights_only=True)`: opening a checkpoint never runs code from it.
+A checkpoint is written to a temporary file of its own (named after the host and pid, so two
+processes training the same job never share one) and renamed over the old one, so a process
+killed at any moment (kill -9 included) leaves either the previous checkpoint or the new one,
+never a torn file; a failed write (full disk) removes its temporary file. Everything in it is
+tensors and Python primitives, so it loads with `torch.load(..., weights_only=True)`: opening a
+checkpoint never runs code from it.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 
 from ddbench.core.errors import CheckpointError
+from ddbench.core.files import torch_save_atomic, unreadable_reason
 
 #: bump when what `fit` or `train_model` store changes incompatibly
 CHECKPOINT_FORMAT = 2
@@ -42,12 +45,12 @@ class ResumePoint:
 
 
 def save_atomic(payload: Mapping[str, Any], path: Path) -> None:
-    """torch.save to `<path>.partial`, then rename over `path` (atomic on POSIX and Windows)."""
+    """torch.save to a temporary file of this process, then rename over `path` (atomic on POSIX
+    and Windows). Raises StorageError (naming `path`) when the disk is full or read-only."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    torch.save(dict(payload), partial)
-    os.replace(partial, path)
+    with contextlib.suppress(OSError):
+        path.with_name(path.name + ".partial").unlink()  # the shared temporary name of older versions
+    torch_save_atomic(dict(payload), path)
 
 
 def load_checkpoint(resume: ResumePoint) -> dict | None:
@@ -56,8 +59,9 @@ def load_checkpoint(resume: ResumePoint) -> dict | None:
         return None
     try:
         state = torch.load(resume.path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"training checkpoint {resume.path} is unreadable ({exc}); delete it to start over") from exc
+    except Exception as exc:  # truncated, not a torch file, or a pickle that wants to run code
+        raise CheckpointError(f"training checkpoint {resume.path} is unreadable ({unreadable_reason(exc)}); "
+                              "delete it to start over") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"training checkpoint {resume.path} was written by another ddbench version; "
                               "delete it to start over")

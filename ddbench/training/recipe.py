@@ -13,7 +13,7 @@ from ddbench.core.progress import Progress
 from ddbench.core.seeding import derive_seed, numpy_generator, torch_generator
 from ddbench.models import create_model, to_device
 from ddbench.training.augment import CutMix, TrainAugment
-from ddbench.training.data import TensorImageSet
+from ddbench.training.data import ImageSet, TensorImageSet
 from ddbench.training.checkpoint import ResumePoint
 from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model
 from ddbench.training.optim import build_optimizer
@@ -57,7 +57,7 @@ def train_classifier(
     resolution: int,
     seed: int,
     device: torch.device,
-    val_set: TensorImageSet | None = None,
+    val_set: ImageSet | None = None,
     validate_after: list[int] | tuple[int, ...] = (),
     amp: bool = True,
     progress: Progress | None = None,

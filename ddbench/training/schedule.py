@@ -30,10 +30,21 @@ def constant(epoch: int, epochs: int) -> float:
     return 1.0
 
 
+def warmup5_cosine(epoch: int, epochs: int) -> float:
+    """torchvision's reference `--lr-warmup-epochs 5 --lr-warmup-method linear --lr-warmup-decay 0.01
+    --lr-scheduler cosineannealinglr` (as SRe2L trains its teachers): 0.01x rising linearly over 5
+    epochs (LinearLR), then a half cosine over the remaining epochs towards 0."""
+    warmup = min(5, max(0, epochs - 1))
+    if epoch < warmup:
+        return 0.01 + (1.0 - 0.01) * epoch / warmup
+    return 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(1, epochs - warmup)))
+
+
 SCHEDULES: dict[str, Callable[[int, int], float]] = {
     "quarter_cosine": quarter_cosine,
     "cosine": cosine,
     "constant": constant,
+    "warmup5_cosine": warmup5_cosine,
 }
 
 

@@ -9,6 +9,8 @@ provided `step_loss` draws its randomness from the step index or from the genera
 registers in `random_sources`, and keeps any other state it changes in `stateful`.
 Epochs are a view on steps: pass `steps_per_epoch` (e.g. `EpochBatches.steps_per_epoch`) and
 `on_epoch_end`, and checkpoint at epoch boundaries with `every = steps_per_epoch`.
+A loss that turns NaN or infinite stops the run with a TrainingDivergedError naming the step;
+it is checked before every checkpoint, so no diverged state is ever saved.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Callable, Mapping, Protocol
 import torch
 from torch import nn
 
-from ddbench.core.errors import ConfigError
+from ddbench.core.errors import ConfigError, TrainingDivergedError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
 from ddbench.training.checkpoint import (
@@ -35,6 +37,9 @@ from ddbench.training.checkpoint import (
 )
 from ddbench.training.ema import ExponentialMovingAverage
 from ddbench.training.schedule import constant_lr
+
+#: the losses are also checked for NaN / inf every this many steps (besides checkpoints and epoch ends)
+DIVERGENCE_CHECK_STEPS = 50
 
 #: step_loss(step) -> (loss to minimise, metrics to report: detached scalar tensors)
 StepLoss = Callable[[int], tuple[torch.Tensor, Mapping[str, torch.Tensor]]]
@@ -136,6 +141,21 @@ def fit(
             stateful={name: holder.state_dict() for name, holder in stateful.items()},
         ), resume.path)
 
+    checked = start
+
+    def check_finite(step_count: int) -> None:
+        """Raise when a loss of steps [checked, step_count) is NaN or infinite (one device sync)."""
+        nonlocal checked
+        finite = torch.isfinite(losses[checked:step_count])
+        if not bool(finite.all()):
+            first = checked + int((~finite).nonzero()[0])
+            kept = f"; the last good checkpoint {resume.path} is kept" if resume is not None and resume.path.exists() else ""
+            knobs = "lower the learning rate (lr)" + (" or train in float32 (precision=fp32)" if precision.mode != "fp32" else "")
+            raise TrainingDivergedError(
+                f"{description}: the loss became {float(losses[first])} at step {first + 1} of {total_steps} "
+                f"(peak lr {optimizer.param_groups[0]['peak_lr']:.3g}); the training diverged: {knobs}{kept}")
+        checked = step_count
+
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     model.train()
     started, metrics = time.perf_counter(), {}
@@ -152,10 +172,15 @@ def fit(
                 ema.update(model)
             losses[step] = loss.detach()
             bar.advance()
-            if steps_per_epoch is not None and on_epoch_end is not None and (step + 1) % steps_per_epoch == 0:
+            epoch_ends = steps_per_epoch is not None and (step + 1) % steps_per_epoch == 0
+            saves = resume is not None and ((step + 1) % resume.every == 0 or step + 1 == end)
+            if epoch_ends or saves or (step + 1) % DIVERGENCE_CHECK_STEPS == 0:
+                check_finite(step + 1)
+            if epoch_ends and on_epoch_end is not None:
                 on_epoch_end((step + 1) // steps_per_epoch - 1)
-            if resume is not None and ((step + 1) % resume.every == 0 or step + 1 == end):
+            if saves:
                 save(step + 1)
+    check_finite(max(start, end))
     model.eval()
     return FitResult(steps=max(start, end), total_steps=total_steps, resumed_from=start,
                      seconds=time.perf_counter() - started,

@@ -4,11 +4,12 @@ leaderboard grouping all come from it, so a leaderboard cell only ever pools one
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pytest
 import torch
 
+from ddbench.core.config import NOT_IN_IDENTITY
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
 from ddbench.core.interfaces import DistillTask, Method, Teacher
@@ -27,6 +28,7 @@ CPU = torch.device("cpu")
 @dataclass
 class PickConfig:
     offset: int = 0  # which training images of each class to take
+    note: str = field(default="", metadata=NOT_IN_IDENTITY)  # changes no image
 
 
 class PickImages(Method):
@@ -109,7 +111,7 @@ def test_manifest_records_the_final_config_and_a_folder_of_another_identity_is_r
     with ResultsStore(tmp_path / "r.sqlite") as store:
         identity, distilled, _, _ = run_job(tmp_path, store, {"offset": "1"})
     manifest = json.loads((distilled.root / "manifest.json").read_text())
-    assert manifest["config"] == {"offset": 1} and manifest["identity"]["key"] == identity.key
+    assert manifest["config"] == {"offset": 1, "note": ""} and manifest["identity"]["key"] == identity.key
     assert manifest["identity"]["dataset"]["train_size"] == 96 and manifest["identity"]["label"] == "pick offset=1"
     assert DistilledSet.open(distilled.root).identity == identity
     dataset = ColourSquares()
@@ -128,3 +130,11 @@ def test_resolution_and_weights_are_part_of_the_identity(tmp_path):
     assert with_teacher.weights == {"teacher": "f" * 64} and with_teacher.configuration != default.configuration
     with pytest.raises(ConfigError, match="--resolution must be an integer from 8 to 1024"):
         ColourSquares(resolution=4)
+
+
+def test_keys_that_change_no_output_are_recorded_but_leave_the_identity_alone(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        plain, _, _, _ = run_job(tmp_path, store)
+        noted, distilled, _, skipped = run_job(tmp_path, store, {"note": "with saliency"})
+    assert noted.configuration == plain.configuration and noted.label == "pick" and skipped == 1
+    assert json.loads((distilled.root / "manifest.json").read_text())["config"]["note"] == ""  # the first run's folder

@@ -76,5 +76,5 @@ def test_missing_path_is_an_error(tmp_path):
 def test_hub_id_offline_fails_fast_with_a_clear_message(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(FetchError, match="could not fetch 'var_d16.pth'.*local path"):
+    with pytest.raises(FetchError, match="var_d16 is not in the cache and HF_HUB_OFFLINE=1.*put var_d16.pth"):
         load_vqvae("FoundationVision/var/var_d16.pth")

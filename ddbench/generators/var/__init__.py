@@ -5,7 +5,8 @@ Public API:
     load_var(source, vqvae, device="cpu") -> (VARTransformer, VQVAE)
     load_digits_models(device="cpu") -> (VARTransformer, VQVAE)   # weights shipped in the package
     sample_images(transformer, vqvae, labels, cfg=1.5, top_k=900, top_p=0.96, generator=None) -> (B,3,H,W) in [0,1]
-`source` is a local path, a state dict, or a hub id such as "FoundationVision/var/var_d16.pth".
+`source` is a local path, a state dict, a weights-table name ("var_d16", see ddbench.generators.weights)
+or a hub id such as "FoundationVision/var/var_d16.pth" (both resolved through the weights table).
 Names import on first use, so the CLI can load the `var` command group without torch.
 """
 

@@ -1,4 +1,4 @@
-"""Loading VQ-VAE and VAR weights from a path, a state dict or a Hugging Face hub id.
+"""Loading VQ-VAE and VAR weights from a path, a state dict, a weights-table name or a hub id.
 
 Shapes are inferred from the checkpoint (depth, width, heads, classes, pyramid; VQ-VAE width, levels,
 blocks, vocabulary), then the state dict is loaded strictly; a mismatch names the keys and the fix.
@@ -16,13 +16,14 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from ddbench.core.errors import CheckpointError, FetchError
+from ddbench.core.errors import CheckpointError
+from ddbench.core.files import unreadable_reason
+from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.var.configs import RELEASE_PATCH_NUMS, VARConfig, VQVAEConfig
 from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
 
 HUB_REPO = "FoundationVision/var"
-RELEASE_FILES = ("vae_ch160v4096z32.pth", "var_d16.pth", "var_d20.pth", "var_d24.pth", "var_d30.pth")
 
 Source = str | os.PathLike | Mapping[str, torch.Tensor]
 
@@ -39,40 +40,37 @@ def _looks_like_hub_id(text: str) -> bool:
     return bool(re.fullmatch(r"[\w.-]+/[\w.-]+[/:][\w.-]+", text)) and not Path(text).exists()
 
 
-def _download_from_hub(hub_id: str) -> Path:
-    """`owner/repo/file.pth` or `owner/repo:file.pth` -> local path through huggingface_hub."""
-    repo_id, _, filename = hub_id.replace(":", "/").rpartition("/")
-    if repo_id.count("/") != 1 or not filename:
-        raise CheckpointError(f"hub id {hub_id!r} must look like 'owner/repo/file.pth' "
-                              f"(e.g. {HUB_REPO}/var_d16.pth), or pass a local path")
-    try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as exc:
-        raise FetchError(f"loading {hub_id!r} from the hub needs huggingface_hub; pip install 'ddbench[hub]' "
-                         "or download the file and pass its path") from exc
-    offline = os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false")
-    try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline,
-                                    etag_timeout=5))
-    except Exception as exc:  # network, auth, missing file: one clear line
-        raise FetchError(f"could not fetch {filename!r} from the hub repo {repo_id!r} ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); when offline, download it "
-                         "elsewhere and pass the local path") from exc
+def resolve_source_path(text: str, progress: Progress = NullProgress()) -> Path:
+    """A local path for a path, a weights-table name (`var_d16`) or a hub id (`FoundationVision/var/var_d16.pth`).
+
+    Table names and hub ids go through the weights table: cache, checksum, download (one path).
+    """
+    from ddbench.generators import weights
+
+    if not Path(text).expanduser().exists():
+        if text in weights.TABLE:
+            return weights.resolve_weights(text, progress=progress)
+        if _looks_like_hub_id(text):
+            repo_id, _, filename = text.replace(":", "/").rpartition("/")
+            if repo_id.count("/") != 1 or not filename:
+                raise CheckpointError(f"hub id {text!r} must look like 'owner/repo/file.pth' "
+                                      f"(e.g. {HUB_REPO}/var_d16.pth), or pass a local path")
+            return weights.resolve_weights(weights.entry_for_hub_file(repo_id, filename), progress=progress)
+    return Path(text).expanduser()
 
 
 def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], str]:
     """(state dict, description of where it came from). Unwraps {"state_dict"| "model": ...} files."""
     if isinstance(source, Mapping):
         return dict(source), "the given state dict"
-    text = os.fspath(source)
-    path = _download_from_hub(text) if _looks_like_hub_id(text) else Path(text).expanduser()
+    path = resolve_source_path(os.fspath(source))
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass a path to a .pth file, a state dict, "
                               f"or a hub id such as {HUB_REPO}/var_d16.pth")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} could not be read ({type(exc).__name__}: {exc}); the file is "
+        raise CheckpointError(f"checkpoint {path} could not be read ({unreadable_reason(exc)}); the file is "
                               "truncated or not a torch checkpoint, download it again") from exc
     if isinstance(payload, Mapping):
         for wrapper in ("state_dict", "model"):
@@ -81,6 +79,24 @@ def read_state_dict(source: Source) -> tuple[dict[str, torch.Tensor], str]:
     if not isinstance(payload, Mapping) or not all(isinstance(v, torch.Tensor) for v in payload.values()):
         raise CheckpointError(f"checkpoint {path} does not hold a state dict of tensors")
     return dict(payload), str(path)
+
+
+def checkpoint_num_classes(source: str | os.PathLike) -> int:
+    """The class count of a VAR-layout checkpoint (class_emb rows minus the null class), read
+    through a memory map so a 1 GB file is not loaded for one shape."""
+    path = resolve_source_path(os.fspath(source))
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} could not be read ({unreadable_reason(exc)}); the file is "
+                              "truncated or not a torch checkpoint, download it again") from exc
+    for wrapper in ("state_dict", "model"):
+        if isinstance(payload, Mapping) and isinstance(payload.get(wrapper), Mapping):
+            payload = payload[wrapper]
+    if not isinstance(payload, Mapping) or "class_emb.weight" not in payload:
+        raise CheckpointError(f"{path} is not a VAR checkpoint in the official layout (no class_emb.weight)"
+                              f"{_looks_like(payload) if isinstance(payload, Mapping) else ''}")
+    return int(payload["class_emb.weight"].shape[0]) - 1
 
 
 def _require(state_dict: Mapping[str, torch.Tensor], keys: Sequence[str], where: str, kind: str) -> None:

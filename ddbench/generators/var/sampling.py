@@ -1,6 +1,9 @@
 """Class-conditional next-scale sampling with classifier-free guidance, top-k/top-p and a KV cache.
 
-`ScaleSampler` runs one scale at a time. Subclasses (HIERAMP) can override `scale_inputs` to append
+`ScaleSampler` runs one scale at a time. Given one generator per image (`generators=[...]`), each
+row of a batch draws its tokens from its own generator exactly as it would alone (batch 1), so the
+batch size never changes which image a seed gives; bf16 autocast runs the transformer and decoder
+on CUDA only (sampling filters stay float32; CPU stays float32 throughout). Subclasses (HIERAMP) can override `scale_inputs` to append
 extra, never-cached tokens after a scale's tokens with their own mask, `logits_fns` to read or bias
 attention logits in chosen blocks, and `on_scale_hidden` to read the hidden states of a scale.
 """
@@ -8,10 +11,11 @@ attention logits in chosen blocks, and `on_scale_hidden` to read the hidden stat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 
+from ddbench.core.device import autocast
 from ddbench.generators.var.attention import LogitsFn
 from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
@@ -42,11 +46,24 @@ def filter_top_k_top_p(logits: torch.Tensor, top_k: int = 0, top_p: float = 0.0)
     return logits
 
 
-def sample_tokens(logits: torch.Tensor, top_k: int, top_p: float, generator: Optional[torch.Generator]) -> torch.Tensor:
-    """(B, l, V) logits -> (B, l) indices, drawn from softmax(filtered logits)."""
+#: one generator for the whole batch, or one per row (per-image seeds), or None (global RNG)
+Generators = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def sample_tokens(logits: torch.Tensor, top_k: int, top_p: float, generator: Generators) -> torch.Tensor:
+    """(B, l, V) logits -> (B, l) indices, drawn from softmax(filtered logits).
+
+    With a sequence of B generators, row b draws only from generator b, the same draws a batch of
+    one would make with it (filtering and softmax are row-wise, multinomial sees an (l, V) matrix).
+    """
     batch, length, vocab = logits.shape
-    probabilities = filter_top_k_top_p(logits, top_k, top_p).softmax(dim=-1).view(-1, vocab)
-    return torch.multinomial(probabilities, 1, generator=generator).view(batch, length)
+    probabilities = filter_top_k_top_p(logits.float(), top_k, top_p).softmax(dim=-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probabilities.view(-1, vocab), 1, generator=generator).view(batch, length)
+    if len(generator) != batch:
+        raise ValueError(f"{len(generator)} generators for a batch of {batch}; pass one per row")
+    return torch.stack([torch.multinomial(probabilities[row], 1, generator=row_generator).view(length)
+                        for row, row_generator in enumerate(generator)])
 
 
 def guidance_weight(cfg: float, scale_index: int, num_scales: int) -> float:
@@ -60,6 +77,7 @@ class SamplingOptions:
     top_k: int = 900
     top_p: float = 0.96
     use_kv_cache: bool = True
+    amp: bool = True  # bf16 autocast for the transformer and decoder, on CUDA only
 
 
 class ScaleSampler:
@@ -85,8 +103,12 @@ class ScaleSampler:
 
     # ----- the loop -----
     @torch.no_grad()
-    def sample_indices(self, labels: torch.Tensor, generator: Optional[torch.Generator] = None) -> list[torch.Tensor]:
-        """Per-scale token indices (B, pn*pn) for class labels (B,)."""
+    def sample_indices(self, labels: torch.Tensor, generator: Generators = None) -> list[torch.Tensor]:
+        """Per-scale token indices (B, pn*pn) for class labels (B,); `generator` may be one per row."""
+        with autocast(labels.device, self.options.amp):
+            return self._sample_indices(labels, generator)
+
+    def _sample_indices(self, labels: torch.Tensor, generator: Generators) -> list[torch.Tensor]:
         model, quantizer, options = self.transformer, self.vqvae.quantize, self.options
         batch, num_scales = labels.shape[0], len(model.patch_nums)
         null = torch.full_like(labels, model.num_classes)
@@ -111,26 +133,30 @@ class ScaleSampler:
                 prefix = torch.cat(previous_tokens, dim=1)
                 hidden = model.run_blocks(prefix, cond_BD, attn_bias=model.attn_bias_for_masking[:, :, :end, :end])
                 hidden = hidden[:, end - length:]
-            logits = model.logits(hidden, cond_BD)  # (2B, l, V)
+            logits = model.logits(hidden, cond_BD).float()  # (2B, l, V)
             t = guidance_weight(options.cfg, scale_index, num_scales)
             logits = (1 + t) * logits[:batch] - t * logits[batch:]
             scale_indices = sample_tokens(logits, options.top_k, options.top_p, generator)
             indices.append(scale_indices)
-            f_hat = f_hat + quantizer.upsampled_contribution(scale_index, quantizer.embed_indices(scale_indices, pn), side)
+            with torch.autocast(labels.device.type, enabled=False):  # the residual sum stays float32
+                f_hat = f_hat.float() + quantizer.upsampled_contribution(
+                    scale_index, quantizer.embed_indices(scale_indices, pn), side).float()
             if scale_index + 1 < num_scales:
                 next_input = quantizer.next_scale_input(f_hat, scale_index + 1)
                 tokens = model.scale_tokens(scale_index + 1, next_input).repeat(2, 1, 1)
         return indices
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """Images (B, 3, H, W) in [0, 1]."""
+    def sample(self, labels: torch.Tensor, generator: Generators = None) -> torch.Tensor:
+        """Images (B, 3, H, W) in [0, 1], float32."""
         indices = self.sample_indices(labels, generator)
-        return self.vqvae.indices_to_image(indices).add(1).mul(0.5)
+        with autocast(labels.device, self.options.amp):
+            images = self.vqvae.indices_to_image(indices)
+        return images.float().add(1).mul(0.5)
 
 
 def sample_images(transformer: VARTransformer, vqvae: VQVAE, labels: Sequence[int] | torch.Tensor, *,
-                  cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, generator: Optional[torch.Generator] = None,
+                  cfg: float = 1.5, top_k: int = 900, top_p: float = 0.96, generator: Generators = None,
                   use_kv_cache: bool = True) -> torch.Tensor:
     """Convenience wrapper: images (B, 3, H, W) in [0, 1] for the given class labels."""
     device = next(transformer.parameters()).device

@@ -23,6 +23,7 @@ from ddbench.generators.var.vqvae import VQVAE
 from ddbench.training import (
     Precision,
     ResumePoint,
+    StreamingImageSet,
     TensorImageSet,
     WarmupCosine,
     build_optimizer,
@@ -31,6 +32,7 @@ from ddbench.training import (
     load_tensor_set,
     sampled_batch,
 )
+from ddbench.training.checkpoint import save_atomic
 from ddbench.training.steps import StepLoss
 
 VQVAE_WEIGHTS, VAR_WEIGHTS = "vqvae.pth", "var.pth"
@@ -101,7 +103,7 @@ def train_vqvae(preset: VARPreset, train_set, val_set, out_dir: str | Path, *, d
 
     summary = fit_stage("vqvae", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"]:
-        torch.save(model.state_dict(), out_dir / VQVAE_WEIGHTS)
+        save_atomic(model.state_dict(), out_dir / VQVAE_WEIGHTS)  # never a torn file that looks finished
         summary["val_psnr_db"] = evaluate_psnr(model, val_set, preset.resolution, device, progress)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     return summary
@@ -124,6 +126,31 @@ def encode_dataset(vqvae: VQVAE, images_uint8: torch.Tensor, device: str | torch
     chunks = [vqvae.image_to_indices(to_signed_unit(images_uint8[i:i + batch_size]).to(device))
               for i in range(0, len(images_uint8), batch_size)]
     return [torch.cat([chunk[scale] for chunk in chunks]).cpu() for scale in range(len(chunks[0]))]
+
+
+@torch.no_grad()
+def encode_split(vqvae: VQVAE, dataset, resolution: int, device: str | torch.device = "cpu",
+                 progress: Progress = NullProgress(), description: str = "training images",
+                 batch_size: Optional[int] = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """(per-scale token indices, labels) of every image of a torch dataset of (PIL image, label),
+    decoded (`center_square_resize`) and encoded batch by batch, so the images are never held: for
+    ImageNet-1K the tokens take 1.7 GB (int16) where the 256 px pixels would take 250 GB.
+
+    The default batch keeps encoder activations moderate (256 images up to 128 px, 64 at 256 px);
+    the tokens equal `encode_dataset`'s over the same batches. Large splits decode in worker processes.
+    """
+    batch_size = batch_size or max(1, min(256, 2**22 // (resolution * resolution)))
+    workers = 0 if len(dataset) < 512 else None
+    stream = StreamingImageSet(dataset, center_square_resize(resolution), description, num_workers=workers)
+    small = vqvae.config.vocab_size <= torch.iinfo(torch.int16).max
+    chunks, labels = [], []
+    with progress.task(f"encoding {description}", total=len(stream)) as bar:
+        for images, batch_labels in stream.batches(batch_size):
+            indices = vqvae.image_to_indices(to_signed_unit(images).to(device))
+            chunks.append([scale.cpu().to(torch.int16) if small else scale.cpu() for scale in indices])
+            labels.append(batch_labels)
+            bar.advance(len(batch_labels))
+    return [torch.cat([chunk[scale] for chunk in chunks]) for scale in range(len(chunks[0]))], torch.cat(labels)
 
 
 def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: str | Path, *,
@@ -158,7 +185,7 @@ def train_var(preset: VARPreset, train_set, vqvae: VQVAE | str | Path, out_dir: 
 
     summary = fit_stage("var", model, config, out_dir, config_dict, loss_fn, progress, stop_after)
     if summary["finished"]:
-        torch.save(model.state_dict(), out_dir / VAR_WEIGHTS)
+        save_atomic(model.state_dict(), out_dir / VAR_WEIGHTS)
     summary["parameters"] = sum(p.numel() for p in model.parameters())
     summary["tokens_per_step"] = config.batch_size * total_tokens
     return summary

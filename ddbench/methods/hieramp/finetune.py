@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 
@@ -20,8 +20,9 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.var.configs import TrainConfig
 from ddbench.generators.var.loading import Source
-from ddbench.generators.var.training import batch_indices, encode_dataset, fit_stage, load_images
+from ddbench.generators.var.training import batch_indices, encode_split, fit_stage
 from ddbench.generators.var.vqvae import VQVAE
+from ddbench.training.checkpoint import save_atomic
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
 FINETUNED_WEIGHTS = "var_hieramp.pth"
@@ -54,9 +55,10 @@ class FinetuneConfig:
 
 
 @torch.no_grad()
-def class_head_accuracy(model: ClassTokenVAR, vqvae: VQVAE, images_uint8: torch.Tensor, labels: torch.Tensor,
+def class_head_accuracy(model: ClassTokenVAR, vqvae: VQVAE, token_indices: list[torch.Tensor], labels: torch.Tensor,
                         batch_size: int = 256) -> dict:
-    """Teacher-forced class-head top-1 on real images, per scale and averaged over scales.
+    """Teacher-forced class-head top-1 on real images (given as their per-scale tokens), per scale
+    and averaged over scales.
 
     `unconditional` runs the transformer with the null class, so the head must read the image
     tokens (the meaningful figure); `conditional` gives it the true label through AdaLN and the
@@ -65,10 +67,9 @@ def class_head_accuracy(model: ClassTokenVAR, vqvae: VQVAE, images_uint8: torch.
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    token_indices = encode_dataset(vqvae, images_uint8, device, batch_size)
     correct = {"unconditional": torch.zeros(len(model.patch_nums)), "conditional": torch.zeros(len(model.patch_nums))}
     for start in range(0, len(labels), batch_size):
-        batch = [scale[start:start + batch_size].to(device) for scale in token_indices]
+        batch = [scale[start:start + batch_size].to(device).long() for scale in token_indices]
         batch_labels = labels[start:start + batch_size].to(device)
         teacher_input = vqvae.quantize.teacher_forcing_input(batch)
         for mode, cond_labels in (("conditional", batch_labels),
@@ -86,28 +87,28 @@ def class_head_accuracy(model: ClassTokenVAR, vqvae: VQVAE, images_uint8: torch.
 def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_dir: str | Path, *,
                           resolution: Optional[int] = None, config: FinetuneConfig = FinetuneConfig(), val_set=None,
                           device: str | torch.device = "cpu", progress: Progress = NullProgress(),
-                          stop_after: Optional[int] = None) -> dict:
+                          stop_after: Optional[int] = None, label_map: Optional[Sequence[int]] = None) -> dict:
     """Fine-tune `source` (a plain VAR or a HIERAMP checkpoint) on `train_set`; returns a summary.
 
     `resolution`: the VQ-VAE's image size (default: latent side x downsampling); images are resized
-    to it. With `val_set`, the summary holds the class head's teacher-forced accuracy on it.
+    to it. `label_map[i]` is the generator label of dataset class i (an ImageNet-1K VAR tuned on a
+    subset keeps its 1,000 labels); default: the dataset's own labels. With `val_set`, the summary
+    holds the class head's teacher-forced accuracy on it.
     """
     out_dir = Path(out_dir)
     model, vqvae, had_class_tokens = load_class_token_var(source, vqvae, device="cpu", init_seed=config.seed)
     model, vqvae = model.to(device).requires_grad_(True), vqvae.to(device).eval()
     resolution = resolution or vqvae.config.downsample * vqvae.patch_nums[-1]
-    loaded = load_images(train_set, resolution, progress)
-    images, labels = loaded.images, loaded.labels
-    with progress.task("encoding tokens", total=1) as bar:
-        token_indices = encode_dataset(vqvae, images, device)
-        bar.advance()
+    relabel = (lambda labels: torch.as_tensor(list(label_map), dtype=torch.long)[labels]) if label_map else (lambda labels: labels)
+    token_indices, labels = encode_split(vqvae, train_set, resolution, device, progress)
+    labels = relabel(labels)
     train_config = config.train_config(len(labels))
     config_dict = {"stage": STAGE, "model": asdict(model.config), "finetune": asdict(config),
                    "train": asdict(train_config)}
 
     def loss_fn(step: int):
         chosen = batch_indices(config.seed, STAGE, step, len(labels), config.batch_size)
-        batch_tokens = [scale[chosen].to(device) for scale in token_indices]
+        batch_tokens = [scale[chosen].to(device).long() for scale in token_indices]
         batch_labels = labels[chosen].to(device)
         with torch.no_grad():
             teacher_input = vqvae.quantize.teacher_forcing_input(batch_tokens)
@@ -121,8 +122,8 @@ def finetune_class_tokens(source: Source, vqvae: VQVAE | Source, train_set, out_
                    parameters=sum(p.numel() for p in model.parameters()))
     if summary["finished"]:
         model.requires_grad_(False)
-        torch.save(model.state_dict(), out_dir / FINETUNED_WEIGHTS)
+        save_atomic(model.state_dict(), out_dir / FINETUNED_WEIGHTS)  # never a torn file that looks finished
         if val_set is not None:
-            val = load_images(val_set, resolution, progress, "validation images")
-            summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val.images, val.labels)
+            val_tokens, val_labels = encode_split(vqvae, val_set, resolution, device, progress, "validation images")
+            summary["class_head_val_accuracy"] = class_head_accuracy(model, vqvae, val_tokens, relabel(val_labels))
     return summary

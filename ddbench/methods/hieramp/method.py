@@ -5,24 +5,36 @@
 - `hieramp`: the same model with coarse-to-fine amplification.
 Every image draws its randomness from its own generator, (seed, "hieramp-sample", class, image),
 shared by the three methods, so sharded runs reproduce and the methods are compared on equal seeds.
+A class's images are sampled `batch_size` at a time with one generator per row, which draws what
+the image would draw alone: the batch size changes speed, not which image a seed gives (the same
+tokens; decoded pixels agree to float rounding, ~1e-7 on a CPU; bf16 on CUDA rounds more).
 Images are made at the VQ-VAE's resolution and saved at the dataset's (Lanczos, center crop).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from PIL import Image
 
+from ddbench.core.config import NOT_IN_IDENTITY
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DistillTask, Method
 from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler
+from ddbench.generators.class_map import GeneratorClassMap, generator_class_map
 from ddbench.methods.hieramp.amplify import AmplificationPlan, SaliencyRecord
+from ddbench.methods.hieramp.generator_weights import (
+    DIGITS_CLASS_TOKEN_VAR,
+    DIGITS_VAR,
+    GeneratorWeights,
+    finetuned_class_token_var,
+    release_var,
+)
 from ddbench.methods.hieramp.presets import ABLATIONS, SAMPLING_PRESETS
 
 SAMPLE_PURPOSE = "hieramp-sample"
@@ -38,12 +50,16 @@ class VarConfig:
     cfg: float = 4.0  # classifier-free guidance, ramped linearly over the scales
     top_k: int = 900
     top_p: float = 0.95
+    # images sampled together (the release's batch); one generator per image, so it changes no image
+    batch_size: int = field(default=25, metadata=NOT_IN_IDENTITY)
 
 
 @dataclass
 class VarClsConfig(VarConfig):
-    save_saliency: bool = False  # write per-scale class-token maps + overlays to <run>/saliency/
-    saliency_block: int = -2  # block whose class-token attention is saved when not amplifying
+    # write per-scale class-token maps + overlays to <run>/saliency/ (the images stay the same)
+    save_saliency: bool = field(default=False, metadata=NOT_IN_IDENTITY)
+    # block whose class-token attention is saved when not amplifying
+    saliency_block: int = field(default=-2, metadata=NOT_IN_IDENTITY)
 
 
 @dataclass
@@ -57,45 +73,6 @@ class HierAmpConfig(VarClsConfig):
     amp_blocks: tuple[int, ...] = (-2,)  # block indices, negative from the end (-2: 14 of 16)
     amp_mode: str = "logit_bias"  # or post_softmax (the appendix wording)
     ablation: str = ""  # a Table 3/4 row, e.g. t3-5-50-coarse, t4-0.5-5-5 (explicit --set keys still win)
-
-
-@dataclass(frozen=True)
-class GeneratorWeights:
-    """Where a method's generator comes from for one dataset when no checkpoint is given."""
-
-    description: str
-    load: Callable[[torch.device, Any], tuple[Any, Any, dict]]  # (device, progress) -> (model, vqvae, info)
-    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
-
-
-def _shipped_digits_var(device, progress):
-    from ddbench.generators.var.shipped import load_digits_models
-
-    model, vqvae = load_digits_models(device)
-    return model, vqvae, {"weights": "shipped digits VAR"}
-
-
-def _shipped_digits_var_identity() -> dict[str, str]:
-    from ddbench.generators.var.shipped import shipped_weights_identity
-
-    return shipped_weights_identity()
-
-
-def _shipped_digits_class_token_var(device, progress):
-    from ddbench.methods.hieramp.digits_weights import load_digits_class_token_models
-
-    return load_digits_class_token_models(device, progress)
-
-
-def _shipped_digits_class_token_identity() -> dict[str, str]:
-    from ddbench.methods.hieramp.digits_weights import class_token_weights_identity
-
-    return class_token_weights_identity()
-
-
-DIGITS_VAR = GeneratorWeights("shipped digits VAR", _shipped_digits_var, _shipped_digits_var_identity)
-DIGITS_CLASS_TOKEN_VAR = GeneratorWeights("shipped digits class-token VAR", _shipped_digits_class_token_var,
-                                          _shipped_digits_class_token_identity)
 
 
 class _VarFamily(Method):
@@ -112,7 +89,19 @@ class _VarFamily(Method):
 
     def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
         return {"generator": "var", "class_tokens": self.uses_class_tokens,
+                "generator_classes": self.class_map(task.dataset).record(task.dataset.class_names),
                 "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
+
+    def class_map(self, dataset) -> GeneratorClassMap:
+        """Dataset class -> generator label (ddbench.generators.class_map), known before loading."""
+        if self._given_checkpoints():
+            from ddbench.generators.var.loading import checkpoint_num_classes
+
+            classes, space, what = checkpoint_num_classes(self.config.var_ckpt), None, self.config.var_ckpt
+        else:
+            weights = self._default_weights(dataset)
+            classes, space, what = weights.num_classes, weights.label_space, weights.description
+        return generator_class_map(dataset, classes, space, generator=f"{self.name}'s generator ({what})")
 
     def _given_checkpoints(self) -> bool:
         config = self.config
@@ -125,13 +114,20 @@ class _VarFamily(Method):
             return True
         return False
 
+    def imagenet_weights(self, dataset) -> GeneratorWeights:
+        """The generator for a dataset with ImageNet-1K indices: the class-token VAR made for it."""
+        return finetuned_class_token_var(dataset, self.name)
+
     def _default_weights(self, dataset) -> GeneratorWeights:
         weights = self.default_weights.get(dataset.name)
+        if weights is None and getattr(dataset, "imagenet1k_indices", None) is not None:
+            weights = self.imagenet_weights(dataset)
         if weights is None:
             hint = ("fine-tune one with `ddbench hieramp finetune --from VAR_CKPT --vqvae VQVAE_CKPT --dataset "
                     f"{dataset.name}`, then " if self.uses_class_tokens else "")
             known = ", ".join(sorted(self.default_weights)) or "none"
-            raise CheckpointError(f"{self.name} has default generator weights for {known}, not {dataset.name!r}; {hint}pass "
+            raise CheckpointError(f"{self.name} has default generator weights for {known} and for datasets with "
+                                  f"ImageNet-1K classes, not {dataset.name!r}; {hint}pass "
                                   "--set var_ckpt=PATH --set vqvae_ckpt=PATH")
         return weights
 
@@ -156,9 +152,12 @@ class _VarFamily(Method):
             info = {"weights": "given", "var_ckpt": config.var_ckpt, "vqvae_ckpt": config.vqvae_ckpt}
         else:
             model, vqvae, info = self._default_weights(dataset).load(task.device, task.progress)
-        if model.num_classes != dataset.num_classes:
-            raise CheckpointError(f"{self.name}: the VAR checkpoint has {model.num_classes} classes but {dataset.name} "
-                                  f"has {dataset.num_classes}; pass the checkpoint trained on {dataset.name}")
+        expected = self.class_map(dataset)
+        actual = generator_class_map(dataset, model.num_classes, expected.label_space, generator=f"{self.name}'s generator")
+        if actual != expected:
+            raise CheckpointError(f"{self.name}: the loaded generator has {model.num_classes} classes, which maps "
+                                  f"{dataset.name}'s classes differently from what its source declares; the file is "
+                                  "from another model")
         return model, vqvae, info
 
     def make_sampler(self, model, vqvae) -> ScaleSampler:
@@ -166,20 +165,31 @@ class _VarFamily(Method):
 
     def prepare(self, task: DistillTask) -> None:
         self.model, self.vqvae, self.weights_info = self.load_models(task)
+        self.generator_labels = self.class_map(task.dataset)
         self.sampler = self.make_sampler(self.model, self.vqvae)
-        task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}")
+        space = self.generator_labels.label_space
+        space = "" if space == "dataset" else f", classes sampled as {space} labels"
+        task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}{space}")
 
-    def generate(self, task: DistillTask, class_index: int, image_index: int) -> Image.Image:
-        """One image at the generator's resolution (1, 3, H, W) -> PIL."""
-        labels = torch.tensor([class_index], device=task.device)
-        generator = task.generator(SAMPLE_PURPOSE, class_index, image_index, device=task.device)
-        image = self.sampler.sample(labels, generator)[0]
-        array = image.mul(255).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-        return Image.fromarray(array)
+    def batches(self, task: DistillTask) -> list[range]:
+        """Image indices 0..ipc-1 in chunks of `batch_size`."""
+        size = self.config.batch_size
+        if size < 1:
+            raise ConfigError(f"{self.name}: batch_size must be at least 1, got {size}")
+        return [range(start, min(task.ipc, start + size)) for start in range(0, task.ipc, size)]
+
+    def generate(self, task: DistillTask, class_index: int, image_indices: range) -> list[Image.Image]:
+        """Images at the generator's resolution for `image_indices` of one class, one generator each."""
+        label = self.generator_labels[class_index]  # the generator's label of this dataset class
+        labels = torch.full((len(image_indices),), label, dtype=torch.long, device=task.device)
+        generators = [task.generator(SAMPLE_PURPOSE, class_index, i, device=task.device) for i in image_indices]
+        images = self.sampler.sample(labels, generators)  # (B, 3, H, W) in [0, 1]
+        arrays = images.mul(255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        return [Image.fromarray(array) for array in arrays]
 
     def distill_class(self, task: DistillTask, class_index: int) -> list[Image.Image]:
-        return [fit_to_resolution(self.generate(task, class_index, i), task.dataset.resolution)
-                for i in range(task.ipc)]
+        return [fit_to_resolution(image, task.dataset.resolution)
+                for batch in self.batches(task) for image in self.generate(task, class_index, batch)]
 
 
 class PlainVar(_VarFamily):
@@ -189,6 +199,10 @@ class PlainVar(_VarFamily):
     Config = VarConfig
     uses_class_tokens = False
     default_weights = {"digits": DIGITS_VAR}
+
+    def imagenet_weights(self, dataset) -> GeneratorWeights:
+        """The released var_d16: the paper's 'VAR' row samples it with the classes' ImageNet indices."""
+        return release_var(16)
 
 
 class VarCls(_VarFamily):
@@ -216,12 +230,12 @@ class VarCls(_VarFamily):
 
         folder = task.writer.root / SALIENCY_DIR / task.dataset.class_names[class_index]
         images = []
-        for image_index in range(task.ipc):
+        for batch in self.batches(task):
             self.sampler.record = SaliencyRecord()
-            native = self.generate(task, class_index, image_index)
-            conditional = {si: maps[0] for si, maps in self.sampler.record.maps.items()}  # row 0: the cond half
-            save_saliency_maps(folder, str(image_index), native, conditional, self.model.patch_nums)
-            images.append(fit_to_resolution(native, task.dataset.resolution))
+            for row, (image_index, native) in enumerate(zip(batch, self.generate(task, class_index, batch))):
+                conditional = {si: maps[row] for si, maps in self.sampler.record.maps.items()}  # rows < B: cond half
+                save_saliency_maps(folder, str(image_index), native, conditional, self.model.patch_nums)
+                images.append(fit_to_resolution(native, task.dataset.resolution))
         self.sampler.record = None
         return images
 
