@@ -9,13 +9,14 @@ Images are made at the generator's resolution and saved at the dataset's (Lanczo
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Mapping, Optional
 
 import torch
 from PIL import Image
 
+from ddbench.core.config import NOT_IN_IDENTITY
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
@@ -36,7 +37,8 @@ class DiTSamplingConfig:
     vae: str = "mse"  # mse | ema | a hub id or folder of an AutoencoderKL | a fixed codec: pixels, bilinear2x
     steps: int = 50
     cfg: float = 4.0
-    batch_size: int = 10  # images per forward; never changes which image a seed gives
+    # images per forward; never changes which image a seed gives (at most a last-bit rounding of a batched matmul)
+    batch_size: int = field(default=10, metadata=NOT_IN_IDENTITY)
 
 
 def generator_class_indices(dataset: DatasetSpec, num_classes: int) -> list[int]:
