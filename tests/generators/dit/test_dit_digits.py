@@ -36,7 +36,7 @@ def test_minimax_changes_only_the_trainable_tensors():
 @pytest.mark.parametrize("which", ["dit_accuracy", "minimax_accuracy"])
 def test_samples_are_recognised_as_recorded(which):
     model = load_digits_dit() if which == "dit_accuracy" else load_digits_minimax()[0]
-    accuracy = sample_check(model, per_class=5)
-    print(f"\n{which}: {accuracy:.0%} of 50 samples recognised (chance 10%)")
+    accuracy = sample_check(model, per_class=3)
+    print(f"\n{which}: {accuracy:.0%} of 30 samples recognised (chance 10%)")
     assert accuracy >= 0.6
-    assert abs(accuracy - shipped_info()["sample_check"][which]) <= 0.15  # 5 per class here, 10 in the record
+    assert abs(accuracy - shipped_info()["sample_check"][which]) <= 0.2  # 3 per class here, 10 in the record
