@@ -16,9 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from ddbench.core.errors import CheckpointError
+from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.dit.config import SD_VAE_SCALE
 
-SD_VAE_REPOS = {"mse": "stabilityai/sd-vae-ft-mse", "ema": "stabilityai/sd-vae-ft-ema"}
+#: the SD VAEs by their sample.py names -> weights-table entries (stabilityai/sd-vae-ft-mse, -ema)
+SD_VAE_ENTRIES = {"mse": "sd_vae_ft_mse", "ema": "sd_vae_ft_ema"}
 
 
 class Codec(Protocol):
@@ -102,19 +104,26 @@ def diffusion_extra_error(needed_by: str) -> CheckpointError:
 
 
 def load_sd_vae(source: str = "mse", device: str | torch.device = "cpu",
-                needed_by: str = "the SD VAE of a latent DiT (dit, minimax, hieramp-dit)") -> SDVAECodec:
-    """`mse`, `ema` (the stabilityai repos), another hub id, or a local diffusers folder."""
+                needed_by: str = "the SD VAE of a latent DiT (dit, minimax, hieramp-dit)",
+                progress: Progress = NullProgress()) -> SDVAECodec:
+    """`mse` / `ema` (the stabilityai repos, through the weights table: verified cache, else download),
+    another hub id, or a local diffusers folder."""
     try:
         from diffusers.models import AutoencoderKL
     except ImportError as exc:
         raise diffusion_extra_error(needed_by) from exc
-    repo = SD_VAE_REPOS.get(source, source)
+    if source in SD_VAE_ENTRIES:
+        from ddbench.generators import weights
+
+        location = str(weights.resolve_weights(SD_VAE_ENTRIES[source], progress=progress, option="--set vae=FOLDER"))
+    else:
+        location = source
     try:
-        vae = AutoencoderKL.from_pretrained(repo)
+        vae = AutoencoderKL.from_pretrained(location)
     except Exception as exc:
-        raise CheckpointError(f"could not load the SD VAE {repo!r} ({type(exc).__name__}); download it with "
-                              f"`huggingface-cli download {repo}` or pass a local folder (--set vae=PATH)") from exc
-    return SDVAECodec(vae.to(device), name=repo)
+        raise CheckpointError(f"could not load the SD VAE {location!r} ({type(exc).__name__}); pass a local diffusers "
+                              "folder (--set vae=FOLDER)") from exc
+    return SDVAECodec(vae.to(device), name=source)
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:

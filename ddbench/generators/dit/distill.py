@@ -22,35 +22,25 @@ from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
 from ddbench.core.progress import Progress
-from ddbench.generators.dit.codecs import CODECS, SD_VAE_REPOS, load_sd_vae, make_codec, to_uint8
+from ddbench.generators.class_map import IMAGENET1K, generator_class_map
+from ddbench.generators.dit.codecs import CODECS, SD_VAE_ENTRIES, load_sd_vae, make_codec, to_uint8
 from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
 
 SAMPLE_PURPOSE = "dit-sample"
+RELEASE_DIT = "dit_xl_2_256"  # the weights-table entry of DiT-XL-2-256x256.pt
 
 
 @dataclass
 class DiTSamplingConfig:
     """Minimax's sample.py defaults: 50 respaced steps, cfg 4 on 3 channels, the sd-vae-ft-mse decoder."""
 
-    dit_ckpt: Optional[str] = None  # official .pt, diffusers folder or hub id; digits: the shipped weights
+    dit_ckpt: Optional[str] = None  # official .pt, diffusers folder or hub id (default: shipped digits / release)
     num_heads: Optional[int] = None  # only for checkpoints of a width the release does not have
     vae: str = "mse"  # mse | ema | a hub id or folder of an AutoencoderKL | a fixed codec: pixels, bilinear2x
     steps: int = 50
     cfg: float = 4.0
     # images per forward; never changes which image a seed gives (at most a last-bit rounding of a batched matmul)
     batch_size: int = field(default=10, metadata=NOT_IN_IDENTITY)
-
-
-def generator_class_indices(dataset: DatasetSpec, num_classes: int) -> list[int]:
-    """For each dataset class, the generator's label: the same index when the generator was trained on
-    this dataset, the ImageNet-1K index (through the WNID map) for a 1000-class generator."""
-    if num_classes == dataset.num_classes:
-        return list(range(dataset.num_classes))
-    indices = getattr(dataset, "imagenet1k_indices", None)
-    if num_classes == 1000 and indices is not None:
-        return list(indices)
-    raise CheckpointError(f"the DiT checkpoint has {num_classes} classes but {dataset.name} has {dataset.num_classes} "
-                          "and no ImageNet-1K index map; pass a checkpoint trained on this dataset")
 
 
 @dataclass(frozen=True)
@@ -60,6 +50,8 @@ class DiTWeights:
     description: str
     load: Callable[[torch.device, Progress], tuple[Any, Any, dict]]  # (device, progress) -> (DiT, codec, info)
     identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
+    num_classes: int
+    label_space: str  # DATASET (the dataset's own labels) or IMAGENET1K
 
 
 def checkpoint_identity(source: str) -> str:
@@ -80,46 +72,82 @@ def checkpoint_identity(source: str) -> str:
     raise CheckpointError(f"DiT checkpoint {source} does not exist; pass a .pt file, a diffusers folder or a hub id")
 
 
+def codec_identity(vae: str) -> dict[str, str]:
+    """{"vae": sha256} of the SD VAE a run decodes with (the table's, for mse/ema); nothing for fixed codecs."""
+    if vae in CODECS:
+        return {}
+    if vae in SD_VAE_ENTRIES:
+        from ddbench.generators import weights
+
+        files = weights.get_entry(SD_VAE_ENTRIES[vae]).files
+        return {"vae": next(f.sha256 for f in files if f.filename.endswith(".safetensors"))}
+    return {"vae": checkpoint_identity(vae)}
+
+
+def release_dit(vae: str) -> DiTWeights:
+    """The released DiT-XL/2 256x256 (`dit_xl_2_256` in the weights table, downloaded on first use) and
+    the SD VAE `vae`, for datasets with ImageNet-1K indices."""
+    def load(device, progress):
+        from ddbench.generators import weights
+        from ddbench.generators.dit.loading import load_dit
+
+        path = weights.resolve_weights(RELEASE_DIT, progress=progress, option="--set dit_ckpt=PATH")
+        return load_dit(path, device=device), load_sd_vae(vae, device, progress=progress), {
+            "weights": f"{RELEASE_DIT} (weights table)", "dit_ckpt": str(path), "codec": vae}
+
+    def identity() -> dict[str, str]:
+        from ddbench.generators import weights
+
+        return {"generator": weights.known_sha256(RELEASE_DIT) or f"unpublished:{RELEASE_DIT}", **codec_identity(vae)}
+
+    return DiTWeights(f"released {RELEASE_DIT}", load, identity, 1000, IMAGENET1K)
+
+
 class DiTSamplingMethod(Method):
     """Sampling-only DiT methods; subclasses declare their weights and may add a step guidance."""
 
     Config = DiTSamplingConfig
     #: dataset name -> the generator used when no dit_ckpt is given
     default_weights: ClassVar[Mapping[str, DiTWeights]] = {}
-    #: hub id of the released weights for ImageNet-indexed datasets when no dit_ckpt is given (None: none)
-    release_weights: ClassVar[Optional[str]] = "facebook/DiT-XL-2-256"
+    #: whether datasets with ImageNet-1K indices default to the released DiT-XL/2 (no: Minimax, none released)
+    uses_release: ClassVar[bool] = True
+
+    def source(self, dataset: DatasetSpec) -> Optional[DiTWeights]:
+        """The default weights for `dataset` (None when dit_ckpt is given); unknown: CheckpointError."""
+        if self.config.dit_ckpt:
+            return None
+        if dataset.name in self.default_weights:
+            return self.default_weights[dataset.name]
+        if self.uses_release and getattr(dataset, "imagenet1k_indices", None) is not None:
+            return release_dit(self.config.vae)
+        raise CheckpointError(self.missing_weights_message(dataset))
 
     def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
-        return {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
-
-    def _codec_identity(self) -> dict[str, str]:
-        return {} if self.config.vae in CODECS else {"vae": f"hub:{SD_VAE_REPOS.get(self.config.vae, self.config.vae)}"}
-
-    def _uses_release(self, dataset: DatasetSpec) -> bool:
-        if self.release_weights is None or getattr(dataset, "imagenet1k_indices", None) is None:
-            raise CheckpointError(self.missing_weights_message(dataset))
-        return True
+        extra = {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
+        source = self.source(task.dataset)
+        if source is not None:  # known before loading; a given checkpoint's classes are known after
+            class_map = generator_class_map(task.dataset, source.num_classes, source.label_space,
+                                            generator=f"{self.name}'s generator ({source.description})")
+            extra["generator_classes"] = class_map.record(task.dataset.class_names)
+        return extra
 
     def weights_identity(self, dataset: DatasetSpec) -> dict[str, str]:
-        if self.config.dit_ckpt:
-            return {"generator": checkpoint_identity(self.config.dit_ckpt), **self._codec_identity()}
-        if dataset.name in self.default_weights:
-            return self.default_weights[dataset.name].identity()
-        self._uses_release(dataset)
-        return {"generator": f"hub:{self.release_weights}", **self._codec_identity()}
+        source = self.source(dataset)
+        if source is not None:
+            return source.identity()
+        return {"generator": checkpoint_identity(self.config.dit_ckpt), **codec_identity(self.config.vae)}
 
     def load_model(self, task: DistillTask):
         """(DiT, codec, info) on the task's device."""
+        source = self.source(task.dataset)
+        if source is not None:
+            return source.load(task.device, task.progress)
         from ddbench.generators.dit.loading import load_dit
 
-        config, dataset = self.config, task.dataset
-        if not config.dit_ckpt and dataset.name in self.default_weights:
-            return self.default_weights[dataset.name].load(task.device, task.progress)
-        source = config.dit_ckpt or (self._uses_release(dataset) and self.release_weights)
-        model = load_dit(source, num_heads=config.num_heads, device=task.device)
-        info = {"weights": "given" if config.dit_ckpt else "release", "dit_ckpt": source, "codec": config.vae}
-        codec = make_codec(config.vae) if config.vae in CODECS else load_sd_vae(config.vae, task.device)
-        return model, codec, info
+        config = self.config
+        model = load_dit(config.dit_ckpt, num_heads=config.num_heads, device=task.device)
+        codec = make_codec(config.vae) if config.vae in CODECS else load_sd_vae(config.vae, task.device, progress=task.progress)
+        return model, codec, {"weights": "given", "dit_ckpt": config.dit_ckpt, "codec": config.vae}
 
     def missing_weights_message(self, dataset: DatasetSpec) -> str:
         known = ", ".join(sorted(self.default_weights)) or "none"
@@ -134,14 +162,16 @@ class DiTSamplingMethod(Method):
         if self.config.batch_size < 1 or self.config.steps < 1:
             raise ConfigError(f"{self.name}: batch_size and steps must be >= 1")
         self.model, self.codec, self.weights_info = self.load_model(task)
-        self.labels = generator_class_indices(task.dataset, self.model.num_classes)
+        source = self.source(task.dataset)
+        self.class_map = generator_class_map(task.dataset, self.model.num_classes, source.label_space if source else None,
+                                             generator=f"{self.name}'s generator")
         self.sampler = DiTSampler(self.model, SamplingOptions(steps=self.config.steps, cfg=self.config.cfg))
         task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}")
 
     def generate(self, task: DistillTask, class_index: int, image_indices: list[int]) -> list[Image.Image]:
         """Images at the generator's resolution, one per index, each from its own seeded generator."""
         generators = [task.generator(SAMPLE_PURPOSE, class_index, i, device=task.device) for i in image_indices]
-        labels = torch.full((len(image_indices),), self.labels[class_index], dtype=torch.long)
+        labels = torch.full((len(image_indices),), self.class_map[class_index], dtype=torch.long)
         latents = self.sampler.sample_latents(labels, generators, guidance=self.guidance(len(image_indices)))
         with torch.no_grad():
             pixels = to_uint8(self.codec.decode(latents))

@@ -23,7 +23,7 @@ def minimax_group() -> None:
 @click.option("--data-root", type=click.Path(), default=None, help="Dataset folder (not needed for digits).")
 @click.option("--from", "from_ckpt", default=None,
               help="Base DiT: official .pt, diffusers folder or hub id (default: digits -> the shipped DiT, "
-                   "ImageNet subsets -> facebook/DiT-XL-2-256).")
+                   "ImageNet subsets -> DiT-XL-2-256x256.pt from the weights table).")
 @click.option("--vae", default="mse", show_default=True, help="SD VAE for the latents (mse, ema, a folder).")
 @click.option("--out", type=click.Path(), default=None, help="Output folder (default $DDBENCH_HOME/minimax/<dataset>).")
 @click.option("--epochs", type=int, default=None, help="Default 8 (run.sh).")
@@ -44,7 +44,9 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
     from ddbench.core.registry import create_dataset
     from ddbench.core.rich_progress import RichProgress
     from ddbench.generators.dit.codecs import load_sd_vae
-    from ddbench.generators.dit.distill import generator_class_indices
+    from ddbench.generators import weights
+    from ddbench.generators.class_map import generator_class_map
+    from ddbench.generators.dit.distill import RELEASE_DIT
     from ddbench.generators.dit.finetune import MinimaxFinetuneConfig, finetune_minimax
     from ddbench.generators.dit.loading import load_dit
     from ddbench.generators.dit.shipped import DIGITS_MINIMAX, finetune_digits_minimax
@@ -61,11 +63,13 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
         spec = create_dataset(dataset, root=data_root)
         if from_ckpt is None and getattr(spec, "imagenet1k_indices", None) is None:
             raise ConfigError(f"no base DiT for {dataset!r}; pass --from CHECKPOINT")
-        model = load_dit(from_ckpt or "facebook/DiT-XL-2-256", device=resolved)
-        codec = load_sd_vae(vae, resolved, needed_by="ddbench minimax finetune")
+        base = from_ckpt or str(weights.resolve_weights(RELEASE_DIT, progress=progress, option="--from PATH"))
+        model = load_dit(base, device=resolved)
+        codec = load_sd_vae(vae, resolved, needed_by="ddbench minimax finetune", progress=progress)
+        class_map = generator_class_map(spec, model.num_classes, generator=base)
         config = MinimaxFinetuneConfig(**given)
-        summary = finetune_minimax(model, codec, spec.split("train"), generator_class_indices(spec, model.num_classes),
+        summary = finetune_minimax(model, codec, spec.split("train"), list(class_map.labels),
                                    out_dir, resolution=model.config.input_size * codec.downsample, config=config,
                                    device=resolved, progress=progress,
-                                   identity_extra={"base": str(from_ckpt or "facebook/DiT-XL-2-256")})
+                                   identity_extra={"base": base})
     click.echo(json.dumps(summary, indent=2, default=str))

@@ -1,7 +1,7 @@
 """`dit` and `minimax`: the same sampling (Minimax's sample.py), without and with the Minimax fine-tune.
 
-- `dit`: the base DiT (digits: the shipped small DiT; ImageNet subsets: the released DiT-XL/2 through
-  the WNID -> ImageNet-1K index map; otherwise `--set dit_ckpt=...`). The ablation row.
+- `dit`: the base DiT (digits: the shipped small DiT; ImageNet subsets: the released DiT-XL/2 from the
+  weights table, through the WNID -> ImageNet-1K class map; otherwise `--set dit_ckpt=...`). The ablation row.
 - `minimax`: the Minimax-fine-tuned EMA weights (digits: shipped; elsewhere the output of
   `ddbench minimax finetune`, since the release links no fine-tuned checkpoint).
 """
@@ -24,10 +24,10 @@ class Minimax(DiTSamplingMethod):
     """`minimax`: the DiT after Minimax fine-tuning (representativeness + diversity), sampled the same way."""
 
     name = "minimax"
-    release_weights = None  # the release links no fine-tuned checkpoint (MinimaxDiffusion issue #14)
+    uses_release = False  # the release links no fine-tuned checkpoint (MinimaxDiffusion issue #14)
     default_weights = {"digits": DIGITS_MINIMAX_WEIGHTS}
 
     def missing_weights_message(self, dataset: DatasetSpec) -> str:
         return (f"minimax needs fine-tuned weights for {dataset.name!r} (none are released): run `ddbench minimax "
-                f"finetune --dataset {dataset.name} --data-root DATA --from facebook/DiT-XL-2-256`, then pass "
+                f"finetune --dataset {dataset.name} --data-root DATA` (from DiT-XL/2), then pass "
                 "--set dit_ckpt=OUT/minimax_ema.pt")

@@ -1,6 +1,7 @@
 """`dit`, `minimax` and `hieramp-dit` on a tiny random DiT: per-image seeds (batch size never changes an
 image), hieramp-dit with alpha 0 is exactly dit, its object region is the top share of the guidance
-difference in token order, classes map to ImageNet-1K indices, and the run identity names the weights."""
+difference in token order, ImageNet subsets sample the release with ImageNet-1K labels, and the run
+identity names the weights."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.pipeline import build_plugin, distill
 from ddbench.core.progress import NullProgress
 from ddbench.generators.dit.config import DiTConfig
-from ddbench.generators.dit.distill import generator_class_indices
 from ddbench.methods.hieramp.dit import HierAmpDiT, ObjectRegionAmplifier, token_saliency, top_share_mask
 from ddbench.methods.minimax import Minimax, PlainDiT
 from tests.evaluators.synthetic import ColourSquares
@@ -48,7 +48,7 @@ def test_batch_size_never_changes_which_image_a_seed_gives(tmp_path, checkpoint)
     assert len(one) == 12 and len(set(one)) == 12  # 4 classes x 3 images, all different
     differing = [sum(a != b for a, b in zip(x, y)) for x, y in zip(one, three)]
     assert max(differing) <= 2  # identical up to a rare last-bit rounding of a batched matmul
-    assert method.labels == [0, 1, 2, 3]
+    assert method.class_map.labels == (0, 1, 2, 3) and method.class_map.label_space == "dataset"
 
 
 def test_hieramp_dit_with_alpha_zero_is_exactly_dit(tmp_path, checkpoint):
@@ -82,26 +82,38 @@ def test_hieramp_dit_checks_its_knobs(tmp_path, checkpoint):
         images_of(HierAmpDiT, {**base(checkpoint), "rho": "0"}, tmp_path / "bad2")
 
 
-def test_classes_map_to_imagenet_indices_for_a_1000_class_generator():
+def test_imagenet_subsets_sample_the_release_with_imagenet_labels(monkeypatch):
+    from ddbench.core.interfaces import DistillTask
     from ddbench.datasets.imagenet import ImageWoof
+    from ddbench.generators import weights
 
     woof = ImageWoof()
-    assert generator_class_indices(woof, 1000) == woof.imagenet1k_indices
-    assert generator_class_indices(woof, 10) == list(range(10))
-    with pytest.raises(CheckpointError, match="no ImageNet-1K index map"):
-        generator_class_indices(ColourSquares(), 1000)
+    method = build_plugin(PlainDiT, woof, {})
+    extra = method.manifest_extra(DistillTask(woof, 1, 0, torch.device("cpu"), writer=None))
+    classes = extra["generator_classes"]
+    assert classes["label_space"] == "imagenet1k"
+    assert list(classes["classes"].values()) == list(woof.imagenet1k_indices)
+    monkeypatch.setattr(weights, "known_sha256", lambda entry: None)  # nothing cached, nothing published
+    vae_sha = next(f.sha256 for f in weights.get_entry("sd_vae_ft_mse").files if f.filename.endswith(".safetensors"))
+    assert method.weights_identity(woof) == {"generator": "unpublished:dit_xl_2_256", "vae": vae_sha}
+    with pytest.raises(CheckpointError, match="ddbench minimax finetune"):
+        build_plugin(Minimax, woof, {}).weights_identity(woof)
 
 
-def test_weights_identity_and_missing_weights(checkpoint):
+def test_weights_identity_of_given_and_missing_weights(checkpoint):
     from ddbench.core.hashing import sha256_file
-    from ddbench.datasets.imagenet import ImageWoof
 
     method = build_plugin(PlainDiT, ColourSquares(), base(checkpoint))
     assert method.weights_identity(ColourSquares()) == {"generator": sha256_file(checkpoint)}
-    release = build_plugin(PlainDiT, ImageWoof(), {})
-    assert release.weights_identity(ImageWoof()) == {"generator": "hub:facebook/DiT-XL-2-256",
-                                                     "vae": "hub:stabilityai/sd-vae-ft-mse"}
-    with pytest.raises(CheckpointError, match="ddbench minimax finetune"):
-        build_plugin(Minimax, ImageWoof(), {}).weights_identity(ImageWoof())
     with pytest.raises(CheckpointError, match="dit_ckpt"):
         build_plugin(PlainDiT, ColourSquares(), {}).weights_identity(ColourSquares())
+
+
+def test_a_generator_with_other_classes_is_refused(tmp_path, checkpoint):
+    from dataclasses import replace
+
+    path = tmp_path / "three.pt"
+    model = tiny_model(replace(TINY, num_classes=3), seed=6)
+    torch.save({k: v for k, v in model.state_dict().items() if "gamma" not in k}, path)
+    with pytest.raises(CheckpointError, match="3 classes"):
+        images_of(PlainDiT, {**base(checkpoint), "dit_ckpt": str(path)}, tmp_path / "out")
