@@ -36,12 +36,9 @@ MEMORY: dict[str, float] = {}
 METHODS = ("var", "var-cls", "hieramp")
 
 
-@pytest.fixture(scope="module")
-def samplers():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def benchmark_samplers(device: torch.device) -> dict:
+    """The benchmark's var, var-cls and hieramp samplers (released amplification defaults)."""
     torch.manual_seed(0)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     vqvae = build_vqvae(BENCHMARK_VQVAE).eval()
     plain = build_var(BENCHMARK_VAR, BENCHMARK_VQVAE)
     plain.init_weights(torch_generator(0, "bench-init"))
@@ -49,8 +46,16 @@ def samplers():
     plain = plain.to(device).eval()
     plan = AmplificationPlan.resolve(num_scales=len(model.patch_nums), depth=len(model.blocks), beta=(5.0,),
                                      rho=(0.5,), blocks=(-2,))
-    yield device, {"var": ScaleSampler(plain, vqvae, OPTIONS), "var-cls": ClassTokenSampler(model, vqvae, OPTIONS),
-                   "hieramp": ClassTokenSampler(model, vqvae, OPTIONS, plan)}
+    return {"var": ScaleSampler(plain, vqvae, OPTIONS), "var-cls": ClassTokenSampler(model, vqvae, OPTIONS),
+            "hieramp": ClassTokenSampler(model, vqvae, OPTIONS, plan)}
+
+
+@pytest.fixture(scope="module")
+def samplers():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    yield device, benchmark_samplers(device)
     torch.set_num_threads(threads)
 
 

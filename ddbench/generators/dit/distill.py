@@ -1,0 +1,185 @@
+"""The shared part of the DiT-based methods (`dit`, `minimax`, `hieramp-dit`): load a DiT and its codec,
+map the dataset's classes to the generator's labels, sample per-image-seeded images, save them.
+
+Every image draws from its own generator, (seed, "dit-sample", class, image), shared by the three
+methods, so they are compared on equal seeds and a class-sharded run makes the same images.
+Images are made at the generator's resolution and saved at the dataset's (Lanczos, center crop).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Optional
+
+import torch
+from PIL import Image
+
+from ddbench.core.config import NOT_IN_IDENTITY
+from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.hashing import cached_sha256_file
+from ddbench.core.images import fit_to_resolution
+from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
+from ddbench.core.progress import Progress
+from ddbench.generators.class_map import IMAGENET1K, generator_class_map
+from ddbench.generators.dit.codecs import CODECS, SD_VAE_ENTRIES, load_sd_vae, make_codec, to_uint8
+from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
+
+SAMPLE_PURPOSE = "dit-sample"
+RELEASE_DIT = "dit_xl_2_256"  # the weights-table entry of DiT-XL-2-256x256.pt
+
+
+@dataclass
+class DiTSamplingConfig:
+    """Minimax's sample.py defaults: 50 respaced steps, cfg 4 on 3 channels, the sd-vae-ft-mse decoder."""
+
+    dit_ckpt: Optional[str] = None  # official .pt, diffusers folder or hub id (default: shipped digits / release)
+    num_heads: Optional[int] = None  # only for checkpoints of a width the release does not have
+    vae: str = "mse"  # mse | ema | a hub id or folder of an AutoencoderKL | a fixed codec: pixels, bilinear2x
+    steps: int = 50
+    cfg: float = 4.0
+    # images per forward; never changes which image a seed gives (at most a last-bit rounding of a batched matmul)
+    batch_size: int = field(default=10, metadata=NOT_IN_IDENTITY)
+
+
+@dataclass(frozen=True)
+class DiTWeights:
+    """Where a DiT method's generator comes from for one dataset when no dit_ckpt is given."""
+
+    description: str
+    load: Callable[[torch.device, Progress], tuple[Any, Any, dict]]  # (device, progress) -> (DiT, codec, info)
+    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
+    num_classes: int
+    label_space: str  # DATASET (the dataset's own labels) or IMAGENET1K
+
+
+def checkpoint_identity(source: str) -> str:
+    """sha256 of a local checkpoint (a diffusers folder: of its weights file); a hub id stands for itself."""
+    from ddbench.generators.dit.loading import DIFFUSERS_WEIGHTS
+
+    path = Path(source).expanduser()
+    if path.is_dir():
+        folder = path / "transformer" if (path / "transformer").is_dir() else path
+        weights = next((folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path} holds none of {', '.join(DIFFUSERS_WEIGHTS)}")
+        return cached_sha256_file(weights)
+    if path.is_file():
+        return cached_sha256_file(path)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?", source):
+        return f"hub:{source}"
+    raise CheckpointError(f"DiT checkpoint {source} does not exist; pass a .pt file, a diffusers folder or a hub id")
+
+
+def codec_identity(vae: str) -> dict[str, str]:
+    """{"vae": sha256} of the SD VAE a run decodes with (the table's, for mse/ema); nothing for fixed codecs."""
+    if vae in CODECS:
+        return {}
+    if vae in SD_VAE_ENTRIES:
+        from ddbench.generators import weights
+
+        files = weights.get_entry(SD_VAE_ENTRIES[vae]).files
+        return {"vae": next(f.sha256 for f in files if f.filename.endswith(".safetensors"))}
+    return {"vae": checkpoint_identity(vae)}
+
+
+def release_dit(vae: str) -> DiTWeights:
+    """The released DiT-XL/2 256x256 (`dit_xl_2_256` in the weights table, downloaded on first use) and
+    the SD VAE `vae`, for datasets with ImageNet-1K indices."""
+    def load(device, progress):
+        from ddbench.generators import weights
+        from ddbench.generators.dit.loading import load_dit
+
+        path = weights.resolve_weights(RELEASE_DIT, progress=progress, option="--set dit_ckpt=PATH")
+        return load_dit(path, device=device), load_sd_vae(vae, device, progress=progress), {
+            "weights": f"{RELEASE_DIT} (weights table)", "dit_ckpt": str(path), "codec": vae}
+
+    def identity() -> dict[str, str]:
+        from ddbench.generators import weights
+
+        return {"generator": weights.known_sha256(RELEASE_DIT) or f"unpublished:{RELEASE_DIT}", **codec_identity(vae)}
+
+    return DiTWeights(f"released {RELEASE_DIT}", load, identity, 1000, IMAGENET1K)
+
+
+class DiTSamplingMethod(Method):
+    """Sampling-only DiT methods; subclasses declare their weights and may add a step guidance."""
+
+    Config = DiTSamplingConfig
+    #: dataset name -> the generator used when no dit_ckpt is given
+    default_weights: ClassVar[Mapping[str, DiTWeights]] = {}
+    #: whether datasets with ImageNet-1K indices default to the released DiT-XL/2 (no: Minimax, none released)
+    uses_release: ClassVar[bool] = True
+
+    def source(self, dataset: DatasetSpec) -> Optional[DiTWeights]:
+        """The default weights for `dataset` (None when dit_ckpt is given); unknown: CheckpointError."""
+        if self.config.dit_ckpt:
+            return None
+        if dataset.name in self.default_weights:
+            return self.default_weights[dataset.name]
+        if self.uses_release and getattr(dataset, "imagenet1k_indices", None) is not None:
+            return release_dit(self.config.vae)
+        raise CheckpointError(self.missing_weights_message(dataset))
+
+    def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
+        extra = {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
+        source = self.source(task.dataset)
+        if source is not None:  # known before loading; a given checkpoint's classes are known after
+            class_map = generator_class_map(task.dataset, source.num_classes, source.label_space,
+                                            generator=f"{self.name}'s generator ({source.description})")
+            extra["generator_classes"] = class_map.record(task.dataset.class_names)
+        return extra
+
+    def weights_identity(self, dataset: DatasetSpec) -> dict[str, str]:
+        source = self.source(dataset)
+        if source is not None:
+            return source.identity()
+        return {"generator": checkpoint_identity(self.config.dit_ckpt), **codec_identity(self.config.vae)}
+
+    def load_model(self, task: DistillTask):
+        """(DiT, codec, info) on the task's device."""
+        source = self.source(task.dataset)
+        if source is not None:
+            return source.load(task.device, task.progress)
+        from ddbench.generators.dit.loading import load_dit
+
+        config = self.config
+        model = load_dit(config.dit_ckpt, num_heads=config.num_heads, device=task.device)
+        codec = make_codec(config.vae) if config.vae in CODECS else load_sd_vae(config.vae, task.device, progress=task.progress)
+        return model, codec, {"weights": "given", "dit_ckpt": config.dit_ckpt, "codec": config.vae}
+
+    def missing_weights_message(self, dataset: DatasetSpec) -> str:
+        known = ", ".join(sorted(self.default_weights)) or "none"
+        return (f"{self.name} has default DiT weights for {known} and for ImageNet subsets, not {dataset.name!r}; "
+                "pass --set dit_ckpt=PATH")
+
+    def guidance(self, batch_size: int) -> Optional[StepGuidance]:
+        """A per-step hook for one batch (HIERAMP on DiT); none for plain sampling."""
+        return None
+
+    def prepare(self, task: DistillTask) -> None:
+        if self.config.batch_size < 1 or self.config.steps < 1:
+            raise ConfigError(f"{self.name}: batch_size and steps must be >= 1")
+        self.model, self.codec, self.weights_info = self.load_model(task)
+        source = self.source(task.dataset)
+        self.class_map = generator_class_map(task.dataset, self.model.num_classes, source.label_space if source else None,
+                                             generator=f"{self.name}'s generator")
+        self.sampler = DiTSampler(self.model, SamplingOptions(steps=self.config.steps, cfg=self.config.cfg))
+        task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}")
+
+    def generate(self, task: DistillTask, class_index: int, image_indices: list[int]) -> list[Image.Image]:
+        """Images at the generator's resolution, one per index, each from its own seeded generator."""
+        generators = [task.generator(SAMPLE_PURPOSE, class_index, i, device=task.device) for i in image_indices]
+        labels = torch.full((len(image_indices),), self.class_map[class_index], dtype=torch.long)
+        latents = self.sampler.sample_latents(labels, generators, guidance=self.guidance(len(image_indices)))
+        with torch.no_grad():
+            pixels = to_uint8(self.codec.decode(latents))
+        return [Image.fromarray(array.numpy()) for array in pixels]
+
+    def distill_class(self, task: DistillTask, class_index: int) -> list[Image.Image]:
+        images = []
+        for start in range(0, task.ipc, self.config.batch_size):
+            chunk = list(range(start, min(task.ipc, start + self.config.batch_size)))
+            images += [fit_to_resolution(image, task.dataset.resolution) for image in self.generate(task, class_index, chunk)]
+        return images

@@ -1,0 +1,1 @@
+"""The shipped digits DiT weights (package data): see ddbench.generators.dit.shipped."""

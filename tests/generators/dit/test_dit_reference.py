@@ -1,0 +1,117 @@
+"""Same function as the releases: numbers recorded by running the official DiT and Minimax code.
+
+`data/official_reference.json` ("about" says which commits and what was run) holds outputs of
+facebookresearch/DiT and vimar-gu/MinimaxDiffusion on the seeded tiny models of helpers.py. This
+test recomputes them with ddbench: the forward pass with and without CFG (3 guided channels), a
+50-step respaced sampling trajectory with the learned variance, the training losses (MSE + VB and the
+predicted x0), the Minimax trainable set, and four Minimax fine-tuning steps (memories, terms,
+AdamW, EMA).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ddbench.generators.dit.diffusion import GaussianDiffusion, respaced_timesteps
+from ddbench.generators.dit.minimax import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
+from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, guided_output
+from tests.generators.dit import helpers as H
+
+REFERENCE = json.loads((Path(__file__).parent / "data" / "official_reference.json").read_text())
+
+
+def close(actual: torch.Tensor, expected, atol: float = 1e-5, rtol: float = 1e-4) -> None:
+    torch.testing.assert_close(actual.double(), torch.tensor(expected, dtype=torch.float64), atol=atol, rtol=rtol)
+
+
+def check_stats(output: torch.Tensor, expected: dict) -> None:
+    close(output[:, :, 3, 2:5], expected["slice"])
+    assert output.mean().item() == pytest.approx(expected["mean"], abs=1e-6)
+    assert output.abs().mean().item() == pytest.approx(expected["abs_mean"], abs=1e-6)
+
+
+@torch.no_grad()
+def test_forward_with_and_without_guidance():
+    model = H.tiny_model(H.PLAIN, seed=0)
+    x, t, y = H.reference_inputs()
+    check_stats(model(x, t, y), REFERENCE["plain_forward"])
+    guided, _, _ = guided_output(model, x, t, torch.tensor(REFERENCE["plain_cfg_labels"]), cfg=4.0)
+    check_stats(guided, REFERENCE["plain_forward_cfg4"])
+    minimax_model = H.tiny_model(H.MINIMAX, seed=1)
+    check_stats(minimax_model(x, t, y), REFERENCE["minimax_forward"])
+
+
+def test_respacing_matches_the_release():
+    assert respaced_timesteps(1000, 50) == REFERENCE["respaced_timesteps"]
+    assert GaussianDiffusion(50).timestep_map.tolist() == REFERENCE["respaced_timesteps"]
+
+
+def test_fifty_step_trajectory():
+    expected = REFERENCE["trajectory"]
+    model = H.tiny_model(H.PLAIN, seed=0)
+    noise = H.trajectory_noise(batch=2)
+    sampler = DiTSampler(model, SamplingOptions(steps=50, cfg=expected["cfg"]))
+    seen = {}
+    latents = sampler.sample_latents(torch.tensor(expected["labels"]), [], noise_fn=lambda k: noise[k][:2],
+                                     on_step=lambda index, x: seen.__setitem__(str(index), x.clone()))
+    for index, recorded in expected["steps"].items():
+        close(seen[index][:, :, 3, 2:5], recorded["x_slice"], atol=1e-4)
+        assert seen[index].mean().item() == pytest.approx(recorded["x_mean"], abs=1e-5)
+    close(latents, expected["final"], atol=1e-4)
+
+
+def test_training_losses_and_predicted_x0():
+    expected = REFERENCE["training_losses"]
+    model = H.tiny_model(H.MINIMAX, seed=1)
+    x0 = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(5)).clamp(-1, 1)
+    noise = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(6))
+    labels = torch.tensor([0, 1, 2, 3])
+    terms = GaussianDiffusion().training_losses(lambda x_t, t: model(x_t, t, labels), x0, torch.tensor([0, 1, 500, 999]), noise)
+    close(terms["mse"], expected["mse"])
+    close(terms["vb"], expected["vb"], atol=1e-4)
+    close(terms["loss"], expected["loss"], atol=1e-4)
+    close(terms["pred_xstart"][:, :, 3, 2:5], expected["output_slice"], atol=1e-4)
+
+
+def test_minimax_trainable_set():
+    model = H.tiny_model(H.MINIMAX, seed=1)
+    names = minimax_trainable(model)
+    assert names == REFERENCE["trainable"]["names"]
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == REFERENCE["trainable"]["count"]
+    assert not model.blocks[0].attn.qkv.weight.requires_grad and model.blocks[15].attn.gamma1 is None
+
+
+def test_minimax_fine_tuning_steps():
+    expected = REFERENCE["minimax_steps"]
+    model = H.tiny_model(H.MINIMAX, seed=1)
+    start = copy.deepcopy(model.state_dict())
+    minimax_trainable(model)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=expected["lr"], weight_decay=0)
+    memories = ClassMemories(num_classes=3, size=expected["memory_size"], latent_shape=(4, 8, 8))
+    objective = MinimaxObjective(memories, MinimaxWeights(expected["lambda_rep"], expected["lambda_div"], expected["memory_size"]))
+    for batch, recorded in zip(H.minimax_batches(), expected["steps"]):
+        labels = torch.tensor([expected["label_map"][c] for c in batch["class_ids"].tolist()])
+        loss, metrics = objective(model, batch["latents"], batch["class_ids"], labels, batch["t"], batch["noise"])
+        for name in ("diffusion_loss", "representativeness", "diversity"):
+            assert metrics[name].item() == pytest.approx(recorded[name], rel=1e-4, abs=1e-7), name
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        with torch.no_grad():
+            for mine, averaged in zip(model.parameters(), ema.parameters()):
+                averaged.mul_(expected["ema"]).add_(mine, alpha=1 - expected["ema"])
+    state, ema_state = model.state_dict(), ema.state_dict()
+    for key, values in expected["after"].items():
+        close(state[key].flatten()[:4], values, atol=1e-5)
+    for key, values in expected["ema_after"].items():
+        close(ema_state[key].flatten()[:4], values, atol=1e-6)
+    assert torch.equal(state["blocks.3.attn.qkv.weight"], start["blocks.3.attn.qkv.weight"])
+    assert memories.seen.tolist() == [6, 6, 4]  # the memories kept only the last 3 of each class
+    last_real_of_class_1 = H.minimax_batches()[3]["latents"][1]
+    assert any(torch.equal(item, last_real_of_class_1) for item in memories.items(1)[0])
