@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Optional
+from typing import Any, ClassVar, Mapping, Optional
 
 import torch
 from PIL import Image
@@ -21,7 +21,7 @@ from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
-from ddbench.core.progress import Progress
+from ddbench.generators.sources import GeneratorWeights
 from ddbench.generators.class_map import IMAGENET1K, generator_class_map
 from ddbench.generators.dit.codecs import CODECS, SD_VAE_ENTRIES, load_sd_vae, make_codec, to_uint8
 from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
@@ -41,17 +41,6 @@ class DiTSamplingConfig:
     cfg: float = 4.0
     # images per forward; never changes which image a seed gives (at most a last-bit rounding of a batched matmul)
     batch_size: int = field(default=10, metadata=NOT_IN_IDENTITY)
-
-
-@dataclass(frozen=True)
-class DiTWeights:
-    """Where a DiT method's generator comes from for one dataset when no dit_ckpt is given."""
-
-    description: str
-    load: Callable[[torch.device, Progress], tuple[Any, Any, dict]]  # (device, progress) -> (DiT, codec, info)
-    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
-    num_classes: int
-    label_space: str  # DATASET (the dataset's own labels) or IMAGENET1K
 
 
 def checkpoint_identity(source: str) -> str:
@@ -84,7 +73,7 @@ def codec_identity(vae: str) -> dict[str, str]:
     return {"vae": checkpoint_identity(vae)}
 
 
-def release_dit(vae: str) -> DiTWeights:
+def release_dit(vae: str) -> GeneratorWeights:
     """The released DiT-XL/2 256x256 (`dit_xl_2_256` in the weights table, downloaded on first use) and
     the SD VAE `vae`, for datasets with ImageNet-1K indices."""
     def load(device, progress):
@@ -100,7 +89,7 @@ def release_dit(vae: str) -> DiTWeights:
 
         return {"generator": weights.known_sha256(RELEASE_DIT) or f"unpublished:{RELEASE_DIT}", **codec_identity(vae)}
 
-    return DiTWeights(f"released {RELEASE_DIT}", load, identity, 1000, IMAGENET1K)
+    return GeneratorWeights(f"released {RELEASE_DIT}", load, identity, 1000, IMAGENET1K)
 
 
 class DiTSamplingMethod(Method):
@@ -108,11 +97,11 @@ class DiTSamplingMethod(Method):
 
     Config = DiTSamplingConfig
     #: dataset name -> the generator used when no dit_ckpt is given
-    default_weights: ClassVar[Mapping[str, DiTWeights]] = {}
+    default_weights: ClassVar[Mapping[str, GeneratorWeights]] = {}
     #: whether datasets with ImageNet-1K indices default to the released DiT-XL/2 (no: Minimax, none released)
     uses_release: ClassVar[bool] = True
 
-    def source(self, dataset: DatasetSpec) -> Optional[DiTWeights]:
+    def source(self, dataset: DatasetSpec) -> Optional[GeneratorWeights]:
         """The default weights for `dataset` (None when dit_ckpt is given); unknown: CheckpointError."""
         if self.config.dit_ckpt:
             return None

@@ -27,7 +27,7 @@ from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.class_map import DATASET
 from ddbench.generators.dit.codecs import make_codec
-from ddbench.generators.dit.distill import DiTWeights
+from ddbench.generators.sources import GeneratorWeights
 from ddbench.generators.dit.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, finetune_minimax, trainable_state_dict
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.dit.minimax import TRAINABLE_KEYWORDS, minimax_trainable
@@ -146,8 +146,8 @@ def _load_digits_minimax(device, progress):
     return model, make_codec(DIGITS_PRESET.codec), {**info, "codec": DIGITS_PRESET.codec}
 
 
-DIGITS_DIT_WEIGHTS = DiTWeights("shipped digits DiT", _load_digits_dit, _digits_dit_identity, 10, DATASET)
-DIGITS_MINIMAX_WEIGHTS = DiTWeights("shipped digits DiT + Minimax fine-tune", _load_digits_minimax,
+DIGITS_DIT_WEIGHTS = GeneratorWeights("shipped digits DiT", _load_digits_dit, _digits_dit_identity, 10, DATASET)
+DIGITS_MINIMAX_WEIGHTS = GeneratorWeights("shipped digits DiT + Minimax fine-tune", _load_digits_minimax,
                                     _digits_minimax_identity, 10, DATASET)
 
 

@@ -11,25 +11,10 @@ the run identity and the manifest's class map exist before anything heavy happen
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
-
-import torch
-
 from ddbench.core.errors import CheckpointError
 from ddbench.core.interfaces import DatasetSpec
 from ddbench.generators.class_map import DATASET, IMAGENET1K
-
-
-@dataclass(frozen=True)
-class GeneratorWeights:
-    """A generator for one dataset when no checkpoint is given."""
-
-    description: str
-    load: Callable[[torch.device, Any], tuple[Any, Any, dict]]  # (device, progress) -> (model, vqvae, info)
-    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
-    num_classes: int
-    label_space: str  # DATASET (the dataset's own labels) or IMAGENET1K
+from ddbench.generators.sources import GeneratorWeights
 
 
 # ----- digits: shipped in the package -----

@@ -19,7 +19,6 @@ import json
 import shutil
 import time
 from dataclasses import asdict, replace
-from pathlib import Path
 from typing import Any, Optional
 
 import torch
