@@ -2,8 +2,21 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+import torch
 from click.testing import CliRunner
+
+
+def pytest_configure(config):
+    """One intra-op thread, here and in every child process the tests start.
+
+    Several tests compare this process's training bit for bit (or to float tolerance) with a run in
+    a child process (kill-and-resume, torchrun ranks); CPU kernels reduce in a different order
+    under a different thread count, so both sides must use the same one."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -5,6 +5,8 @@ Recorded before VAR training moved onto the shared training base (`ddbench.train
 make the shipped digits weights irreproducible. Each step's metrics come from a run stopped after
 that step (the loss of step k is computed before step k's update); a failure here means the
 training function changed: rebuild the shipped weights and re-pin only if that was intended.
+The tolerance (rtol 1e-4) covers BLAS kernels that differ between CPUs (seen: 1.5e-5 at step 3);
+a change of the training function moves these losses by far more.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def test_vqvae_and_var_training_compute_the_pinned_losses(tmp_path):
     data = _synthetic_set()
     vqvae = stepwise(lambda k: train_vqvae(TINY_PRESET, data, data, tmp_path / "vqvae", stop_after=k),
                      ("reconstruction_loss", "vq_loss"))
-    np.testing.assert_allclose(vqvae, VQVAE_PINS, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(vqvae, VQVAE_PINS, rtol=1e-4, atol=1e-6)
     var = stepwise(lambda k: train_var(TINY_PRESET, data, tmp_path / "vqvae" / "vqvae.pth", tmp_path / "var", stop_after=k),
                    ("token_loss", "token_accuracy"))
-    np.testing.assert_allclose(var, VAR_PINS, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(var, VAR_PINS, rtol=1e-4, atol=1e-6)
