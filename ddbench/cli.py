@@ -31,12 +31,15 @@ def _name_list(values: tuple[str, ...] | str) -> list[str]:
     return [name.strip() for item in items for name in item.split(",") if name.strip()]
 
 
-def teacher_provider(teacher_ckpt: str | None = None, recipe: str | None = None, class_order: str | None = None):
-    """Teachers come from the cache, a checkpoint (--teacher-ckpt, its rows in --teacher-class-order),
-    or the documented recipe (the dataset's own, or --teacher-recipe)."""
+def teacher_provider(teacher_ckpt: str | None = None, recipe: str | None = None, class_order: str | None = None,
+                     teacher_norm: str = "imagenet"):
+    """Teachers come from the cache, a checkpoint (--teacher-ckpt, its rows in --teacher-class-order,
+    its inputs normalised as --teacher-norm says), or the documented recipe (the dataset's own, or
+    --teacher-recipe)."""
     from ddbench.teachers import make_teacher_provider
 
-    return make_teacher_provider(checkpoint=teacher_ckpt, recipe=recipe, class_order=class_order)
+    return make_teacher_provider(checkpoint=teacher_ckpt, recipe=recipe, class_order=class_order,
+                                 checkpoint_normalization=teacher_norm)
 
 
 class DDBenchGroup(click.Group):
@@ -107,6 +110,8 @@ def evaluation_options(function):
         click.option("--teacher-class-order", default=None,
                      help="Class of each classifier row of --teacher-ckpt: sorted (default), minimax-woof, "
                           "imagenet:I,J,..., classes:A,B,... or a file."),
+        click.option("--teacher-norm", type=click.Choice(["imagenet", "dataset"]), default="imagenet", show_default=True,
+                     help="Mean/std a --teacher-ckpt file from elsewhere was trained with (ddbench's files record theirs)."),
         click.option("--teacher-recipe", default=None,
                      help="Train missing teachers with this recipe instead of the dataset's (e.g. imagenet-finetune)."),
         click.option("--seeds", default="0", show_default=True, help="Evaluation seeds, e.g. 0,1,2: one result row each."),
@@ -144,7 +149,7 @@ def _print_rows(rows, skipped: int) -> None:
 @click.option("--save-saliency", is_flag=True, help="Methods with class tokens: write per-scale saliency maps to <run>/saliency/.")
 @evaluation_options
 def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt,
-        teacher_class_order, teacher_recipe, seeds, overrides, device, results, force, dist_mode):
+        teacher_class_order, teacher_norm, teacher_recipe, seeds, overrides, device, results, force, dist_mode):
     """Distill, then evaluate every student for every seed; results go to the database."""
     from ddbench.core.pipeline import RunRequest, run as run_pipeline
 
@@ -157,7 +162,8 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
         teachers=_name_list(teachers), overrides=parse_overrides(overrides), device=device, out_dir=out,
         results_path=results, force=force, dist_mode=dist_mode,
     )
-    summary = run_pipeline(request, teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order), RichProgress(err_console))
+    summary = run_pipeline(request, teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order, teacher_norm),
+                           RichProgress(err_console))
     console.print(f"distilled set: {summary.distilled.root} ({summary.distill_time_s:.1f} s)")
     console.print(f"configuration: {escape(summary.identity.label)} ({summary.identity.configuration})", highlight=False)
     _print_rows(summary.rows, summary.skipped)
@@ -168,14 +174,14 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
 @click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
 @evaluation_options
 def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, teacher_class_order,
-                 teacher_recipe, seeds, overrides, device, results, force, dist_mode):
+                 teacher_norm, teacher_recipe, seeds, overrides, device, results, force, dist_mode):
     """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
     from ddbench.core.pipeline import evaluate_folder
 
     rows, skipped = evaluate_folder(
         folder, dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
         _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results,
-        teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order),
+        teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order, teacher_norm),
         RichProgress(err_console), force, resolution, dist_mode,
     )
     _print_rows(rows, skipped)

@@ -26,6 +26,10 @@ from ddbench.core.seeding import torch_generator
 if TYPE_CHECKING:
     from ddbench.core.distilled import DistilledSet, DistilledSetWriter
 
+#: the ImageNet mean/std: torchvision's models and RDED's teachers and students expect them
+IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
+IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
+
 
 @dataclass(frozen=True)
 class Archive:
@@ -47,8 +51,8 @@ class DatasetSpec(abc.ABC):
     name: ClassVar[str]
     #: the working resolution (px); the class value is the dataset's default, `resolution=` overrides it
     resolution: int
-    mean: ClassVar[tuple[float, float, float]] = (0.485, 0.456, 0.406)
-    std: ClassVar[tuple[float, float, float]] = (0.229, 0.224, 0.225)
+    mean: ClassVar[tuple[float, float, float]] = IMAGENET_MEAN
+    std: ClassVar[tuple[float, float, float]] = IMAGENET_STD
     #: evaluator/method presets look up this family ("digits", "cifar", "imagenet")
     preset_family: ClassVar[str] = "default"
     #: the teacher recipe this dataset needs (a key of `ddbench.teachers.RECIPES`); "" = none known
@@ -171,7 +175,10 @@ class PluginBase:
 
 @dataclass
 class Teacher:
-    """A frozen classifier with its record (what it is, where it came from, how good it is)."""
+    """A frozen classifier with its record (what it is, where it came from, how good it is).
+
+    `mean`/`std` are the input normalisation it was trained with: whoever feeds it normalises
+    the pixels with these, whatever the student uses. None: the dataset's own constants."""
 
     model: nn.Module
     arch: str
@@ -180,6 +187,8 @@ class Teacher:
     accuracy: float | None = None
     checkpoint_sha256: str | None = None
     source: str = ""
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         self.model.eval()
@@ -198,7 +207,13 @@ class Teacher:
             "accuracy": self.accuracy,
             "checkpoint_sha256": self.checkpoint_sha256,
             "source": self.source,
+            "mean": list(self.mean) if self.mean is not None else None,
+            "std": list(self.std) if self.std is not None else None,
         }
+
+    def normalization(self, dataset: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) this teacher's inputs must be normalised with."""
+        return (tuple(self.mean or dataset.mean), tuple(self.std or dataset.std))
 
 
 class TeacherProvider(Protocol):

@@ -1,6 +1,10 @@
 """What the student-training evaluators share: load the distilled set and the real val split as
 tensors, build the seeded student, run the shared loop, and name the numbers honestly.
 
+How the student is built (`student_init`) and how its inputs are normalised
+(`student_normalization`) are config keys, stored with every result: each protocol follows the
+code it reproduces (the `rded` evaluator: torchvision's students and ImageNet constants).
+
 `top1_final` is the accuracy after the last epoch: no choice made on the validation split.
 `top1_best` is the best of the validations in the last `validate_last_fraction` of epochs, which
 is what RDED-protocol papers report; it is only produced when more than one validation ran.
@@ -18,7 +22,8 @@ from typing import Any
 from ddbench.core.config import config_to_dict
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
-from ddbench.core.interfaces import EvalResult, EvalTask, Evaluator
+from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, EvalResult, EvalTask, Evaluator
+from ddbench.models.factory import INIT_STYLES
 from ddbench.training import (
     ResumePoint,
     TrainingHistory,
@@ -32,6 +37,7 @@ from ddbench.training import (
 )
 
 METRIC_NAMES = ("top1_final", "top1_best")
+NORMALIZATIONS = ("dataset", "imagenet")
 
 
 @dataclass
@@ -48,6 +54,19 @@ class StudentEvalConfig:
     primary_metric: str = "top1_final"
     #: with EvalTask.workdir set, save the training state every this many epochs (0: never)
     resume_every: int = 10
+    #: how the student is built and initialised: "timm" or "torchvision" (`ddbench.models.create_model`)
+    student_init: str = "timm"
+    #: the student's input mean/std (training and validation): "dataset" (its own) or "imagenet"
+    student_normalization: str = "dataset"
+
+
+def student_normalization(config: StudentEvalConfig, dataset: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) the student's inputs are normalised with under `config`."""
+    if config.student_normalization == "imagenet":
+        return IMAGENET_MEAN, IMAGENET_STD
+    if config.student_normalization == "dataset":
+        return tuple(dataset.mean), tuple(dataset.std)
+    raise ConfigError(f"student_normalization {config.student_normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
 
 
 class StudentTrainingEvaluator(Evaluator, abc.ABC):
@@ -67,13 +86,19 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
     def extra_details(self, task: EvalTask) -> dict[str, Any]:
         return {}
 
+    def prepare_student(self, student: Any) -> None:
+        """A protocol's change to the freshly built student before training (default: none)."""
+
     def evaluate(self, distilled: DistilledSet, task: EvalTask) -> EvalResult:
         config = self.config
         if config.primary_metric not in METRIC_NAMES:
             raise ConfigError(f"primary_metric {config.primary_metric!r} is not one of {', '.join(METRIC_NAMES)}")
         if config.epochs < 1:
             raise ConfigError(f"{self.name}: epochs must be at least 1, got {config.epochs}")
+        if config.student_init not in INIT_STYLES:
+            raise ConfigError(f"student_init {config.student_init!r} is not one of {', '.join(INIT_STYLES)}")
         dataset = task.dataset
+        mean, std = student_normalization(config, dataset)
         if len(distilled.class_names) != dataset.num_classes:
             raise DistilledSetError(
                 f"{distilled.root}: {len(distilled.class_names)} classes, but {dataset.name} has {dataset.num_classes}"
@@ -85,14 +110,17 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
         val_set = load_validation_set(dataset, resolution)
         validate_after = validation_epochs(config.epochs, config.validate_last_fraction, config.validate_every)
         resume = self.resume_point(distilled, task, recipe)
-        student = build_seeded_model(task.student, dataset.num_classes, resolution, task.seed, "student-init")
+        student = build_seeded_model(
+            task.student, dataset.num_classes, resolution, task.seed, "student-init", init=config.student_init
+        )
+        self.prepare_student(student)
         _, history = train_classifier(
             student,
             recipe,
             train_set,
             objective,
-            mean=dataset.mean,
-            std=dataset.std,
+            mean=mean,
+            std=std,
             resolution=resolution,
             seed=task.seed,
             device=task.device,
@@ -113,6 +141,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
         details = {
             "recipe": config_to_dict(recipe),
             "config": config_to_dict(config),
+            "student": {"arch": task.student, "init": config.student_init, "mean": list(mean), "std": list(std)},
             "val_top1_by_epoch": {str(epoch + 1): acc for epoch, acc in sorted(history.val_top1.items())},
             "top1_best_epochs": [epoch + 1 for epoch in sorted(history.val_top1)],
             "epoch_losses": history.epoch_losses,

@@ -275,8 +275,9 @@ class TeacherFrechet(FrechetEvaluator):
             raise ConfigError(f"{self.name} reads the teacher's features; it needs a teacher (--teachers ARCH)")
         model = teacher.model.to(task.device).eval()
         head = classifier_layer(model)
-        mean = torch.tensor(task.dataset.mean, device=task.device).view(1, 3, 1, 1)
-        std = torch.tensor(task.dataset.std, device=task.device).view(1, 3, 1, 1)
+        teacher_mean, teacher_std = teacher.normalization(task.dataset)  # the constants it was trained with
+        mean = torch.tensor(teacher_mean, device=task.device).view(1, 3, 1, 1)
+        std = torch.tensor(teacher_std, device=task.device).view(1, 3, 1, 1)
 
         @torch.no_grad()
         def features(images: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from ddbench.models.checkpoint import load_model, save_model
 from ddbench.models.factory import (
+    INIT_STYLES,
     SMALL_INPUT_MAX,
     ModelSpec,
     create_from_spec,
@@ -13,6 +14,7 @@ from ddbench.models.factory import (
 )
 
 __all__ = [
+    "INIT_STYLES",
     "SMALL_INPUT_MAX",
     "ModelSpec",
     "create_from_spec",

@@ -8,6 +8,19 @@ and MobileNet-V2/EfficientNet-B0 get a stride-1 `conv_stem`. Whether a model was
 property of the weights' shapes, so every model carries a `ModelSpec` (`model.ddbench_spec`, also
 under `model.pretrained_cfg["ddbench"]` for timm models) and checkpoints store it, so a saved
 model always reloads into the same shape (see `ddbench.models.checkpoint`).
+
+Two ways to build and initialise a model (`init=`, recorded in the spec):
+- "timm" (teachers, and students of the `hard_label` evaluator): timm's model and init, which
+  zero-initialises the last BatchNorm of every ResNet block; an adapted ResNet stem gets kaiming
+  fan_out; MobileNet-V2/EfficientNet-B0 heads N(0, 0.01).
+- "torchvision" (the `rded` evaluator's students): the model exactly as RDED builds its students
+  (`synthesize/utils.py` `load_model`): torchvision's model for 1000 classes with torchvision's init
+  (no zero-init), its dropout and stochastic depth; an adapted ResNet stem is a fresh `nn.Conv2d`
+  at PyTorch's default init (created after the model, as RDED replaces `conv1`); the classifier
+  keeps the first `num_classes` rows of the 1000-way head (which matters where the init depends
+  on the head's width: EfficientNet-B0's U(+-1/sqrt(1000))). Same draws, in the same order, as
+  RDED's code: under one torch seed the weights are identical. ConvNet-D is the same either way
+  (PyTorch defaults, as RDED's ConvNet).
 """
 
 from __future__ import annotations
@@ -20,6 +33,7 @@ from typing import Any, Callable
 
 import timm
 import torch
+import torchvision
 from torch import nn
 
 from ddbench.core.errors import CheckpointError, ConfigError
@@ -27,6 +41,10 @@ from ddbench.models.convnet import ConvNet
 
 #: inputs this small get the stride-1 stem (RDED: CIFAR 32, Tiny-ImageNet 64)
 SMALL_INPUT_MAX = 64
+
+
+#: the ways `create_model` can build and initialise a model (see the module docstring)
+INIT_STYLES = ("timm", "torchvision")
 
 
 @dataclass(frozen=True)
@@ -37,13 +55,22 @@ class ModelSpec:
     num_classes: int
     input_size: int
     small_input: bool
+    #: which library built it ("timm" or "torchvision"): their MobileNet/EfficientNet layouts differ
+    init: str = "timm"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "ModelSpec":
-        return cls(**{f.name: values[f.name] for f in dataclasses.fields(cls)})
+        """Fields with a default may be absent (checkpoints written before they existed)."""
+        known = {}
+        for f in dataclasses.fields(cls):
+            if f.name in values:
+                known[f.name] = values[f.name]
+            elif f.default is dataclasses.MISSING:
+                raise CheckpointError(f"model spec {values} lacks {f.name!r}; the checkpoint is damaged")
+        return cls(**known)
 
 
 Builder = Callable[[int, int, bool, dict[str, Any]], nn.Module]
@@ -128,6 +155,45 @@ for _depth in (3, 4, 5, 6):
     register_arch(f"convnet{_depth}")(_convnet_builder(_depth))
 
 
+def _keep_first_classes(classifier: nn.Linear, num_classes: int) -> None:
+    """RDED's `pruning_classifier`: keep the head's first `num_classes` rows (no random draw)."""
+    classifier.weight = nn.Parameter(classifier.weight.detach()[:num_classes].clone())
+    classifier.bias = nn.Parameter(classifier.bias.detach()[:num_classes].clone())
+    classifier.out_features = num_classes
+
+
+def _torchvision_resnet(name: str) -> Builder:
+    def build(num_classes: int, input_size: int, small_input: bool, timm_kwargs: dict[str, Any]) -> nn.Module:
+        model = torchvision.models.get_model(name, weights=None, num_classes=max(num_classes, 1000))
+        if small_input:  # RDED's "_modified" ResNets: a fresh conv1 (PyTorch default init), no max-pool
+            model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+            model.maxpool = nn.Identity()
+        _keep_first_classes(model.fc, num_classes)
+        return model
+
+    return build
+
+
+def _torchvision_mobile(name: str) -> Builder:
+    def build(num_classes: int, input_size: int, small_input: bool, timm_kwargs: dict[str, Any]) -> nn.Module:
+        model = torchvision.models.get_model(name, weights=None, num_classes=max(num_classes, 1000))
+        if small_input:  # ddbench's stride-1 stem (RDED runs these only at 224 px)
+            model.features[0][0].stride = (1, 1)
+        _keep_first_classes(model.classifier[-1], num_classes)
+        return model
+
+    return build
+
+
+#: the "torchvision" builders; ConvNet-D is ddbench's own under both styles
+_TORCHVISION_BUILDERS: dict[str, Builder] = {
+    "resnet18": _torchvision_resnet("resnet18"),
+    "resnet101": _torchvision_resnet("resnet101"),
+    "mobilenet_v2": _torchvision_mobile("mobilenet_v2"),
+    "efficientnet_b0": _torchvision_mobile("efficientnet_b0"),
+}
+
+
 def _hf_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
@@ -168,6 +234,7 @@ def create_model(
     pretrained_tag: str | None = None,
     pretrained_file: str | os.PathLike | None = None,
     small_input: bool | None = None,
+    init: str = "timm",
 ) -> nn.Module:
     """A classifier for `input_size` px RGB images with `num_classes` outputs.
 
@@ -175,6 +242,8 @@ def create_model(
     ImageNet weights (tag `pretrained_tag`, e.g. "tv_in1k" for torchvision's ResNet-18) from the
     local cache, or from `pretrained_file`; the classifier head is re-initialised when
     `num_classes != 1000`. With HF_HUB_OFFLINE set and no local copy this raises at once.
+    `init` picks timm's model and init or torchvision's as RDED builds it (module docstring);
+    "torchvision" builds from scratch only.
     """
     if arch not in _BUILDERS:
         close = difflib.get_close_matches(arch, list(_BUILDERS), n=1, cutoff=0.4)
@@ -182,6 +251,10 @@ def create_model(
         raise ConfigError(f"unknown architecture {arch!r}.{hint} Known: {', '.join(list_archs())}.")
     if num_classes < 1 or input_size < 1:
         raise ConfigError(f"{arch}: num_classes ({num_classes}) and input_size ({input_size}) must be positive")
+    if init not in INIT_STYLES:
+        raise ConfigError(f"unknown model init {init!r}; use one of {', '.join(INIT_STYLES)}")
+    if init == "torchvision" and (pretrained or pretrained_file is not None):
+        raise ConfigError(f"{arch}: init='torchvision' builds from scratch; pretrained weights load with init='timm'")
     adapt = input_size <= SMALL_INPUT_MAX if small_input is None else small_input
     timm_kwargs: dict[str, Any] = {}
     if pretrained_file is not None:
@@ -193,7 +266,7 @@ def create_model(
             raise ConfigError(f"{arch} has no pretrained weights; drop pretrained=True")
         timm_kwargs = _check_pretrained_available(arch, pretrained_tag)
     name_override = timm_kwargs.pop("model_name_override", None)
-    builder = _BUILDERS[arch]
+    builder = _TORCHVISION_BUILDERS.get(arch, _BUILDERS[arch]) if init == "torchvision" else _BUILDERS[arch]
     if name_override is not None:
         builder = _timm_builder(name_override, _adapt_resnet_stem if arch.startswith("resnet") else _adapt_efficientnet_stem)
     try:
@@ -205,7 +278,7 @@ def create_model(
                 "offline, download them once online, or pass a local file"
             ) from exc
         raise
-    spec = ModelSpec(arch=arch, num_classes=num_classes, input_size=input_size, small_input=adapt)
+    spec = ModelSpec(arch=arch, num_classes=num_classes, input_size=input_size, small_input=adapt, init=init)
     model.ddbench_spec = spec
     if isinstance(getattr(model, "pretrained_cfg", None), dict):
         model.pretrained_cfg = {**model.pretrained_cfg, "ddbench": spec.to_dict()}
@@ -222,7 +295,7 @@ def model_spec(model: nn.Module) -> ModelSpec:
 
 def create_from_spec(spec: ModelSpec) -> nn.Module:
     """Rebuild an (untrained) model with the exact shapes `spec` describes."""
-    return create_model(spec.arch, spec.num_classes, spec.input_size, small_input=spec.small_input)
+    return create_model(spec.arch, spec.num_classes, spec.input_size, small_input=spec.small_input, init=spec.init)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -74,6 +74,14 @@ def match_layout(state: dict[str, torch.Tensor], model: nn.Module, source: str) 
     return state
 
 
+def ddbench_checkpoint_extra(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The `extra` record of a checkpoint ddbench wrote (recipe, normalisation), None for others."""
+    payload = read_checkpoint(path)
+    if isinstance(payload, dict) and payload.get("format") == DDBENCH_FORMAT:
+        return dict(payload.get("extra") or {})
+    return None
+
+
 def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, input_size: int,
                             class_rows: Sequence[int] | None = None) -> nn.Module:
     """A model of `arch` with the checkpoint's weights, for a dataset of `num_classes` at `input_size` px.

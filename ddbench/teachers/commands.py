@@ -66,16 +66,18 @@ def train_command(dataset: str, arch: str, data_root: str | None, device: str, f
 @click.option("--resolution", type=int, default=None, help="Working resolution in px (default: the dataset's).")
 @click.option("--class-order", default=None,
               help="Class of each classifier row: sorted (default), minimax-woof, imagenet:I,J,..., classes:A,B,... or a file.")
+@click.option("--teacher-norm", type=click.Choice(["imagenet", "dataset"]), default="imagenet", show_default=True,
+              help="Mean/std a checkpoint from elsewhere was trained with (ddbench's files record theirs).")
 @click.option("--device", default="auto", show_default=True)
 def check_command(dataset: str, arch: str, checkpoint: str, data_root: str | None, resolution: int | None,
-                  class_order: str | None, device: str) -> None:
+                  class_order: str | None, teacher_norm: str, device: str) -> None:
     """Load an external checkpoint and measure its top-1 on the val split (fails near chance)."""
     from ddbench.core.device import resolve_device
     from ddbench.core.registry import create_dataset
     from ddbench.teachers.store import TeacherStore
 
     spec = create_dataset(dataset, root=data_root, resolution=resolution)
-    store = TeacherStore(checkpoints={arch: checkpoint}, class_order=class_order)
+    store = TeacherStore(checkpoints={arch: checkpoint}, class_order=class_order, checkpoint_normalization=teacher_norm)
     teacher = store(spec, arch, resolve_device(device), _progress())
     click.echo(f"{arch} from {checkpoint} on {dataset}: top-1 {teacher.accuracy:.2f}% (sha256 {teacher.checkpoint_sha256[:12]})")
 

@@ -5,6 +5,11 @@ labels anything: a teacher near chance (wrong class order, wrong dataset) is an 
 an external checkpoint names the accuracy its rows reach in the other known class orders.
 Before training, the store says what it is about to do (recipe, epochs, images, device) and
 names cached teachers of other recipes that `--teacher-ckpt` could use instead.
+
+Every teacher carries the input normalisation it was trained with (`Teacher.mean/std`, and
+`normalization` in the cache record): ddbench trains with the dataset's mean/std; a checkpoint
+made elsewhere is taken to expect the ImageNet mean/std, as RDED's released teachers do, unless
+`checkpoint_normalization="dataset"` (CLI `--teacher-norm dataset`) says otherwise.
 """
 
 from __future__ import annotations
@@ -24,11 +29,11 @@ from ddbench.core import distributed
 from ddbench.core.hashing import cached_sha256_file, sha256_file
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.files import write_atomic
-from ddbench.core.interfaces import DatasetSpec, Teacher
+from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, Teacher
 from ddbench.core.paths import home
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.models import load_model, save_model, to_device
-from ddbench.teachers.checkpoints import load_teacher_checkpoint
+from ddbench.teachers.checkpoints import ddbench_checkpoint_extra, load_teacher_checkpoint
 from ddbench.teachers.class_order import candidate_orders, rows_in_dataset_order
 from ddbench.teachers.recipes import TeacherRecipe, recipe_for, recipe_hash
 from ddbench.training import (
@@ -48,10 +53,33 @@ def accuracy_floor(num_classes: int) -> float:
     return 200.0 / num_classes
 
 
-def measure_accuracy(model: nn.Module, dataset: DatasetSpec, device: torch.device) -> float:
-    """Top-1 (%) of `model` on the real val split with the protocol's val transform."""
+def measure_accuracy(
+    model: nn.Module,
+    dataset: DatasetSpec,
+    device: torch.device,
+    mean: tuple[float, ...] | None = None,
+    std: tuple[float, ...] | None = None,
+) -> float:
+    """Top-1 (%) of `model` on the real val split with the protocol's val transform, its inputs
+    normalised with (mean, std): the model's own constants (default: the dataset's)."""
     model = to_device(model, device)
-    return evaluate_top1(model, load_validation_set(dataset), dataset.mean, dataset.std, device)
+    return evaluate_top1(model, load_validation_set(dataset), mean or dataset.mean, std or dataset.std, device)
+
+
+CHECKPOINT_NORMALIZATIONS = ("imagenet", "dataset")
+
+
+def normalization_record(mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, list[float]]:
+    return {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+
+
+def recorded_normalization(record: Mapping[str, Any], dataset: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The constants a ddbench record names; records written before they were recorded come
+    from teachers trained with the dataset's own constants (all ddbench ever used)."""
+    values = record.get("normalization")
+    if not values:
+        return tuple(dataset.mean), tuple(dataset.std)
+    return tuple(values["mean"]), tuple(values["std"])
 
 
 def check_accuracy(accuracy: float, dataset: DatasetSpec, source: str) -> None:
@@ -111,7 +139,9 @@ class TeacherStore:
     `Teacher`. `checkpoints` maps arch -> path (key None: any arch); `class_order` says which class
     each of their classifier rows is (`ddbench.teachers.class_order`; default: sorted, ddbench's).
     `train_missing=False` raises instead of training. `recipe` names a recipe other than the
-    dataset's own; `recipe_overrides` change it (and so its hash)."""
+    dataset's own; `recipe_overrides` change it (and so its hash). `checkpoint_normalization` is
+    what checkpoints from elsewhere expect: "imagenet" (RDED's teachers) or "dataset"; ddbench's
+    own files record theirs."""
 
     def __init__(
         self,
@@ -121,13 +151,19 @@ class TeacherStore:
         recipe_overrides: Mapping[str, Any] | None = None,
         recipe: str | None = None,
         class_order: str | os.PathLike | None = None,
+        checkpoint_normalization: str = "imagenet",
     ):
+        if checkpoint_normalization not in CHECKPOINT_NORMALIZATIONS:
+            raise ConfigError(
+                f"teacher normalisation {checkpoint_normalization!r} is not one of {', '.join(CHECKPOINT_NORMALIZATIONS)}"
+            )
         self.root = Path(root) if root is not None else home() / "teachers"
         self.checkpoints = parse_checkpoint_option(checkpoints)
         self.train_missing = train_missing
         self.recipe_overrides = dict(recipe_overrides or {})
         self.recipe_name = recipe
         self.class_order = class_order
+        self.checkpoint_normalization = checkpoint_normalization
 
     def recipe(self, dataset: DatasetSpec) -> TeacherRecipe:
         return recipe_for(dataset, self.recipe_name, **self.recipe_overrides)
@@ -156,38 +192,52 @@ class TeacherStore:
         if checkpoint is not None:
             if not Path(checkpoint).is_file():
                 raise CheckpointError(f"teacher checkpoint {checkpoint} does not exist; check --teacher-ckpt")
-            return self._checkpoint_key(checkpoint, rows_in_dataset_order(self.class_order, dataset))
+            mean, std = self.checkpoint_constants(Path(checkpoint), dataset)
+            return self._checkpoint_key(checkpoint, rows_in_dataset_order(self.class_order, dataset), mean, std)
         record_path = self.cache_path(dataset, arch).with_suffix(".json")
         if not record_path.is_file():
             return None
         return read_record(record_path)["sha256"]
 
     @staticmethod
-    def _checkpoint_key(path: str | os.PathLike, rows: list[int] | None) -> str:
-        """The file's sha256; with a class order, a hash of both (the same file read in another
-        order is another teacher)."""
+    def _checkpoint_key(path: str | os.PathLike, rows: list[int] | None, mean: tuple, std: tuple) -> str:
+        """The file's sha256; read in another class order or with other input constants than
+        ImageNet's, a hash of all of them (the same file read another way is another teacher)."""
         checksum = cached_sha256_file(path)
-        if rows is None:
+        if rows is None and (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
             return checksum
-        return hashlib.sha256(f"{checksum}|rows:{','.join(map(str, rows))}".encode()).hexdigest()
+        how = f"rows:{','.join(map(str, rows)) if rows is not None else 'sorted'}|mean:{list(mean)}|std:{list(std)}"
+        return hashlib.sha256(f"{checksum}|{how}".encode()).hexdigest()
+
+    def checkpoint_constants(self, path: Path, dataset: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) a teacher checkpoint expects: recorded in ddbench's files, else the option."""
+        payload_extra = ddbench_checkpoint_extra(path)
+        if payload_extra is not None:
+            return recorded_normalization(payload_extra, dataset)
+        if self.checkpoint_normalization == "dataset":
+            return tuple(dataset.mean), tuple(dataset.std)
+        return IMAGENET_MEAN, IMAGENET_STD
 
     def from_checkpoint(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
         rows = rows_in_dataset_order(self.class_order, dataset)
+        mean, std = self.checkpoint_constants(path, dataset)
         model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
-        accuracy = measure_accuracy(model, dataset, device)
+        accuracy = measure_accuracy(model, dataset, device, mean, std)
         order = str(self.class_order or "sorted")
         if accuracy < accuracy_floor(dataset.num_classes):
-            others = {name: self._accuracy_in_order(dataset, arch, path, device, name)
+            others = {name: self._accuracy_in_order(dataset, arch, path, device, name, mean, std)
                       for name in candidate_orders(dataset) if name != order}
             hint = "; ".join(f"with --teacher-class-order {name}: {value:.1f}%" for name, value in others.items())
             check_accuracy(accuracy, dataset, f"{path} (class order {order}{'; ' + hint if hint else ''})")
         source = f"checkpoint:{path}" + (f" (class order {order})" if rows is not None else "")
-        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, self._checkpoint_key(path, rows), source)
+        key = self._checkpoint_key(path, rows, mean, std)
+        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, key, source, mean, std)
 
-    def _accuracy_in_order(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device, order: str) -> float:
+    def _accuracy_in_order(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device, order: str,
+                           mean: tuple, std: tuple) -> float:
         rows = rows_in_dataset_order(order, dataset)
         model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
-        return measure_accuracy(model, dataset, device)
+        return measure_accuracy(model, dataset, device, mean, std)
 
     def from_cache(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
         record_path = path.with_suffix(".json")
@@ -204,7 +254,8 @@ class TeacherStore:
             )
         model, _ = load_model(path)
         model = to_device(model, device)
-        return Teacher(model, arch, dataset.name, dataset.num_classes, record["accuracy"], checksum, f"cache:{path}")
+        mean, std = recorded_normalization(record, dataset)
+        return Teacher(model, arch, dataset.name, dataset.num_classes, record["accuracy"], checksum, f"cache:{path}", mean, std)
 
     def other_recipes(self, dataset: DatasetSpec, arch: str) -> list[dict[str, Any]]:
         """Records of cached `arch` teachers for this dataset, class order and resolution made with
@@ -278,10 +329,12 @@ class TeacherStore:
             epoch_losses = []
         accuracy = measure_accuracy(model, dataset, device)
         check_accuracy(accuracy, dataset, f"{arch} trained with the {dataset.name} recipe")
+        normalization = normalization_record(dataset.mean, dataset.std)  # what train_classifier used above
         if not distributed.is_writer():
             record = distributed.broadcast_object(None)
-            return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
-        save_model(model, path, extra={"recipe": recipe.to_dict()})
+            return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}",
+                           tuple(dataset.mean), tuple(dataset.std))
+        save_model(model, path, extra={"recipe": recipe.to_dict(), "normalization": normalization})
         record = {
             "arch": arch,
             "dataset": dataset.name,
@@ -290,6 +343,7 @@ class TeacherStore:
             "accuracy": accuracy,
             "recipe": recipe.to_dict(),
             "recipe_hash": recipe_hash(recipe, dataset, arch),
+            "normalization": normalization,
             "sha256": sha256_file(path),
             "train_seconds": time.perf_counter() - started,
             "epoch_losses": epoch_losses,
@@ -298,7 +352,10 @@ class TeacherStore:
         }
         write_atomic(path.with_suffix(".json"), json.dumps(record, indent=2, allow_nan=False))
         distributed.broadcast_object(record)
-        return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}")
+        return Teacher(
+            model, arch, dataset.name, dataset.num_classes, accuracy, record["sha256"], f"trained:{path}",
+            tuple(dataset.mean), tuple(dataset.std),
+        )
 
 
 def make_teacher_provider(checkpoint: str | os.PathLike | Mapping[str, Any] | None = None, **kwargs: Any) -> TeacherStore:

@@ -35,7 +35,8 @@ def shuffle_patches(images: torch.Tensor, factor: int, generator: torch.Generato
 
 def _strip_permutation_index(batch: int, length: int, factor: int, generator: torch.Generator) -> torch.Tensor:
     """For each image, pixel indices along one axis after shuffling its `factor` strips.
-    Strips are `length // factor` wide; the last one takes any remainder (as in RDED)."""
+    Strips are `length // factor` wide; the last one takes any remainder (RDED's ShufflePatches
+    drops those pixels; ddbench keeps every pixel, the same whenever the size divides)."""
     strip = length // factor
     bounds = [(k * strip, (k + 1) * strip if k < factor - 1 else length) for k in range(factor)]
     permutations = torch.argsort(torch.rand(batch, factor, generator=generator), dim=1)  # (B, factor)

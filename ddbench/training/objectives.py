@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,15 +36,50 @@ class HardLabelObjective:
 
 
 class TeacherSoftLabelObjective:
-    """The teacher labels the very batch the student sees (after augmentation and CutMix)."""
+    """The teacher labels the very batch the student sees (after augmentation and CutMix).
 
-    def __init__(self, teacher: nn.Module, temperature: float, device: torch.device, amp: bool = True):
+    The batch arrives normalised for the student (`student_normalization`, (mean, std)); a
+    teacher trained with other constants (`teacher_normalization`) gets the same pixels
+    normalised its own way. None for either: both use the same constants."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        temperature: float,
+        device: torch.device,
+        amp: bool = True,
+        student_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+        teacher_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
+    ):
         self.teacher = teacher
         self.temperature = temperature
         self.device = device
         self.amp = amp
+        self.renormalize = None
+        if student_normalization is not None and teacher_normalization is not None:
+            if tuple(map(tuple, student_normalization)) != tuple(map(tuple, teacher_normalization)):
+                self.renormalize = Renormalize(*student_normalization, *teacher_normalization)
+
+    def teacher_inputs(self, images: torch.Tensor) -> torch.Tensor:
+        return images if self.renormalize is None else self.renormalize(images)
 
     def __call__(self, student_logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.amp):
-            teacher_logits = self.teacher(batch.images)
+            teacher_logits = self.teacher(self.teacher_inputs(batch.images))
         return soft_label_kl(student_logits, teacher_logits, self.temperature)
+
+
+class Renormalize:
+    """Images normalised with (from_mean, from_std) -> the same pixels normalised with (to_mean,
+    to_std): x * from_std / to_std + (from_mean - to_mean) / to_std, per channel."""
+
+    def __init__(self, from_mean: Sequence[float], from_std: Sequence[float], to_mean: Sequence[float], to_std: Sequence[float]):
+        from_mean, from_std = torch.tensor(from_mean, dtype=torch.float64), torch.tensor(from_std, dtype=torch.float64)
+        to_mean, to_std = torch.tensor(to_mean, dtype=torch.float64), torch.tensor(to_std, dtype=torch.float64)
+        self.scale = (from_std / to_std).view(1, -1, 1, 1)
+        self.shift = ((from_mean - to_mean) / to_std).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        scale = self.scale.to(images.device, images.dtype)
+        shift = self.shift.to(images.device, images.dtype)
+        return images * scale + shift

@@ -107,3 +107,56 @@ def test_presets_keep_the_protocol_structure():
     assert paper.epochs == 300 and paper.temperature == 20.0 and paper.validate_every == 10
     assert digits.temperature == paper.temperature and digits.schedule == "quarter_cosine"
     assert digits.validate_last_fraction == paper.validate_last_fraction
+
+
+def test_protocol_version_2_follows_rded_code_and_keeps_version_1_reachable(tmp_path, teacher):
+    from ddbench.core.interfaces import IMAGENET_MEAN, Evaluator
+
+    assert RdedEvaluator.protocol_version == 2 and Evaluator.protocol_version == 1
+    current = evaluate(tmp_path, teacher, epochs=1, validate_last_fraction=0.0)
+    assert current.details["student"] == {"arch": "convnet3", "init": "torchvision", "mean": list(IMAGENET_MEAN), "std": [0.229, 0.224, 0.225]}
+    assert current.details["teacher"]["mean"] == list(ColourSquares.mean)  # what it was trained with
+    version_1 = evaluate(tmp_path, teacher, epochs=1, validate_last_fraction=0.0, student_init="timm", student_normalization="dataset")
+    assert version_1.details["student"]["init"] == "timm" and version_1.details["student"]["mean"] == list(ColourSquares.mean)
+    with pytest.raises(ConfigError, match="student_normalization"):
+        evaluate(tmp_path, teacher, student_normalization="cifar")
+    with pytest.raises(ConfigError, match="student_init"):
+        evaluate(tmp_path, teacher, student_init="keras")
+
+
+def test_teacher_sees_its_own_normalisation_of_the_same_pixels(teacher):
+    """Student inputs in ImageNet constants, teacher trained with the dataset's: the evaluator's
+    objective hands the teacher the same augmented pixels normalised the teacher's way."""
+    from ddbench.training.augment import normalize
+
+    dataset = ColourSquares()
+    config = resolve_config(RdedEvaluator.Config, RdedEvaluator.preset_for(dataset))
+    task = EvalTask(dataset=dataset, student="convnet3", seed=0, device=CPU, teacher=teacher)
+    objective = RdedEvaluator(config).objective(task)
+    pixels = torch.rand(3, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    student_inputs = normalize(pixels, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    torch.testing.assert_close(objective.teacher_inputs(student_inputs), normalize(pixels, dataset.mean, dataset.std))
+    same = TeacherSoftLabelObjective(teacher.model, 20.0, CPU, student_normalization=((0.5,) * 3, (0.35,) * 3),
+                                     teacher_normalization=((0.5,) * 3, (0.35,) * 3))
+    assert same.teacher_inputs(student_inputs) is student_inputs
+
+
+def test_rded_special_cases_and_what_wins():
+    from types import SimpleNamespace
+
+    from ddbench.evaluators.rded import rded_batch_size_and_lr
+
+    def resolved(name, family, **overrides):
+        dataset = SimpleNamespace(name=name, preset_family=family)
+        return resolve_config(RdedEvaluator.Config, RdedEvaluator.preset_for(dataset), overrides)
+
+    cifar100 = resolved("cifar100", "cifar")
+    assert rded_batch_size_and_lr(cifar100, 10, 100, "convnet3", "convnet3") == (25, 2e-3)
+    assert rded_batch_size_and_lr(cifar100, 10, 100, "convnet3", "resnet18") == (100, 1e-3)
+    assert rded_batch_size_and_lr(resolved("cifar10", "cifar"), 10, 10, "convnet3", "convnet3") == (50, 1e-3)
+    assert rded_batch_size_and_lr(resolved("tinyimagenet", "default"), 1, 200, "resnet18", "resnet18") == (100, 1e-3)
+    explicit = resolved("cifar100", "cifar", batch_size=64, lr=5e-4)
+    assert rded_batch_size_and_lr(explicit, 10, 100, "convnet3", "convnet3") == (64, 5e-4)
+    typo = resolved("cifar100", "cifar", pair_overrides='{"convnet3->convnet3": {"batchsize": 5}}')
+    with pytest.raises(ConfigError, match="batchsize"):
+        rded_batch_size_and_lr(typo, 10, 100, "convnet3", "convnet3")

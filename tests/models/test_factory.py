@@ -80,3 +80,45 @@ def test_new_heads_start_with_small_logits(arch):
     model = create_model(arch, 10, 8)
     assert model.get_classifier().weight.std() < 0.02
     assert model(torch.randn(8, 3, 8, 8)).std() < 1.0
+
+
+@pytest.mark.parametrize("arch", ADAPTED_ARCHS)
+def test_torchvision_init_round_trips_and_is_recorded(arch, tmp_path):
+    """RDED's students are torchvision's models; the spec says so, so a checkpoint reloads into
+    the same layout (torchvision's MobileNet/EfficientNet name their tensors differently)."""
+    torch.manual_seed(0)
+    model = create_model(arch, 5, 8, init="torchvision").eval()
+    assert model.ddbench_spec.init == "torchvision"
+    images = torch.randn(2, 3, 8, 8)
+    expected = model(images)
+    assert expected.shape == (2, 5)
+    reloaded, _ = load_model(save_model(model, tmp_path / f"{arch}.pt"))
+    assert reloaded.ddbench_spec == model.ddbench_spec
+    torch.testing.assert_close(reloaded.eval()(images), expected)
+
+
+def test_torchvision_init_keeps_the_small_input_stems():
+    resnet = create_model("resnet18", 10, 32, init="torchvision")
+    assert resnet.conv1.kernel_size == (3, 3) and resnet.conv1.stride == (1, 1) and isinstance(resnet.maxpool, torch.nn.Identity)
+    assert create_model("mobilenet_v2", 10, 32, init="torchvision").features[0][0].stride == (1, 1)
+    assert create_model("efficientnet_b0", 10, 224, init="torchvision").features[0][0].stride == (2, 2)
+
+
+def test_torchvision_head_is_the_first_rows_of_a_1000_way_head():
+    """EfficientNet-B0's head init depends on its width: U(+-1/sqrt(1000)) as RDED cuts it, not 1/sqrt(10)."""
+    head = create_model("efficientnet_b0", 10, 32, init="torchvision").classifier[-1]
+    assert head.weight.shape == (10, 1280) and head.out_features == 10
+    assert head.weight.abs().max() <= 1000**-0.5
+
+
+def test_spec_without_init_is_a_timm_model_and_bad_init_is_an_error():
+    from ddbench.models import ModelSpec
+
+    old = ModelSpec.from_dict({"arch": "resnet18", "num_classes": 10, "input_size": 32, "small_input": True})
+    assert old.init == "timm"
+    with pytest.raises(CheckpointError, match="small_input"):
+        ModelSpec.from_dict({"arch": "resnet18", "num_classes": 10, "input_size": 32})
+    with pytest.raises(ConfigError, match="unknown model init"):
+        create_model("resnet18", 10, 32, init="keras")
+    with pytest.raises(ConfigError, match="from scratch"):
+        create_model("resnet18", 10, 32, init="torchvision", pretrained=True)

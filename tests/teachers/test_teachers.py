@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from ddbench.core.errors import CheckpointError
+from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.teachers import TeacherStore, make_teacher_provider, recipe_hash
 from tests.evaluators.synthetic import ColourSquares
 
@@ -92,9 +92,48 @@ def _external_file(teacher, tmp_path, wrap):
 def test_external_checkpoint_layouts_load_with_same_accuracy(trained, tmp_path, wrap):
     _, teacher = trained
     path = _external_file(teacher, tmp_path, wrap)
-    loaded = make_teacher_provider(checkpoint=f"convnet3={path}")(ColourSquares(), "convnet3", CPU)
+    provider = make_teacher_provider(checkpoint=f"convnet3={path}", checkpoint_normalization="dataset")
+    loaded = provider(ColourSquares(), "convnet3", CPU)
     assert loaded.accuracy == pytest.approx(teacher.accuracy)
     assert loaded.source == f"checkpoint:{path}"
+
+
+def test_every_teacher_carries_the_normalisation_it_was_trained_with(trained, tmp_path):
+    store, teacher = trained
+    dataset = ColourSquares()
+    assert (teacher.mean, teacher.std) == (dataset.mean, dataset.std)  # ddbench trains with the dataset's
+    path = store.cache_path(dataset, "convnet3")
+    record = json.loads(path.with_suffix(".json").read_text())
+    assert record["normalization"] == {"mean": list(dataset.mean), "std": list(dataset.std)}
+    cached = store(dataset, "convnet3", CPU)
+    assert (cached.mean, cached.std) == (dataset.mean, dataset.std)
+    assert cached.info()["mean"] == list(dataset.mean)
+    # ddbench's own file passed as a checkpoint: its recorded constants, whatever the option says
+    own = TeacherStore(checkpoints=path, checkpoint_normalization="imagenet")(dataset, "convnet3", CPU)
+    assert (own.mean, own.std) == (dataset.mean, dataset.std) and own.accuracy == pytest.approx(teacher.accuracy)
+    # a file from elsewhere: RDED's teachers expect the ImageNet constants, unless told otherwise
+    foreign = _external_file(teacher, tmp_path, lambda state: {"model": state})
+    as_rded = TeacherStore(checkpoints=foreign)(dataset, "convnet3", CPU)
+    assert (as_rded.mean, as_rded.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    told = TeacherStore(checkpoints=foreign, checkpoint_normalization="dataset")(dataset, "convnet3", CPU)
+    assert (told.mean, told.std) == (dataset.mean, dataset.std)
+    with pytest.raises(ConfigError, match="normalisation"):
+        TeacherStore(checkpoints=foreign, checkpoint_normalization="cifar")
+
+
+def test_records_without_normalisation_mean_the_dataset_constants(trained, tmp_path):
+    """Cache records written before the constants were recorded: ddbench always trained with the dataset's."""
+    store, _ = trained
+    dataset = ColourSquares()
+    path = store.cache_path(dataset, "convnet3")
+    target = tmp_path / "old" / path.parent.name / path.name
+    target.parent.mkdir(parents=True)
+    target.write_bytes(path.read_bytes())
+    record = json.loads(path.with_suffix(".json").read_text())
+    del record["normalization"]
+    target.with_suffix(".json").write_text(json.dumps(record))
+    old = TeacherStore(root=tmp_path / "old", recipe_overrides=FAST_RECIPE)(dataset, "convnet3", CPU)
+    assert (old.mean, old.std) == (dataset.mean, dataset.std)
 
 
 def test_class_order_mismatch_is_detected(trained, tmp_path):

@@ -18,8 +18,9 @@ Differences from the release, on purpose: draws are seeded per class (images
 (seed, "rded-images", class), crops (seed, "rded-crops", class)) instead of Python's and torch's
 global RNGs; a class with fewer than `mipc` images uses them all (the release indexes past the end
 and crashes); ranking ties keep image order (the release's argsort is unstable); the teacher is
-the run's, normalised with the dataset's mean and std (the release normalises every dataset with
-ImageNet's); scoring runs in float32; images are written as PNG rounded to uint8 (the release
+the run's, fed crops normalised with the constants it was trained with (`Teacher.normalization`:
+a ddbench teacher's are recorded with it; RDED's released teachers, like the release itself,
+use ImageNet's for every dataset); scoring runs in float32; images are written as PNG rounded to uint8 (the release
 writes JPEG, truncating after a normalise/denormalise round trip).
 """
 
@@ -107,8 +108,8 @@ class Rded(Method):
             boxes = square_crop_boxes(image.shape[1], image.shape[2], config.num_crop, tuple(config.crop_scale), crop_generator)
             crops.append(resized_crops(image, boxes, dataset.resolution // factor))
         crops = torch.stack(crops)  # (images, num_crop, 3, res // factor, res // factor)
-        losses = crop_losses(self._teacher, crops, class_index, dataset.resolution, dataset.mean, dataset.std,
-                             config.batch_size)
+        mean, std = task.teacher.normalization(dataset)  # the constants the teacher was trained with
+        losses = crop_losses(self._teacher, crops, class_index, dataset.resolution, mean, std, config.batch_size)
         chosen = select_patches(losses, task.ipc * factor**2)
         patches = torch.stack([crops[image, crop] for image, crop in chosen])
         stitched = stitch(patches, dataset.resolution, factor, task.ipc)
