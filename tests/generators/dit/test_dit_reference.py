@@ -61,7 +61,8 @@ def test_fifty_step_trajectory():
                                      on_step=lambda index, x: seen.__setitem__(str(index), x.clone()))
     for index, recorded in expected["steps"].items():
         close(seen[index][:, :, 3, 2:5], recorded["x_slice"], atol=1e-4)
-        assert seen[index].mean().item() == pytest.approx(recorded["x_mean"], abs=1e-5)
+        # relative: the early latents' means reach |50| (float32 noise of another CPU: 2e-7 relative)
+        assert seen[index].mean().item() == pytest.approx(recorded["x_mean"], rel=1e-5, abs=1e-5)
     close(latents, expected["final"], atol=1e-4)
 
 
