@@ -11,7 +11,7 @@ import abc
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 import torch
 from PIL import Image
@@ -328,3 +328,7 @@ class Evaluator(PluginBase, abc.ABC):
 
     @abc.abstractmethod
     def evaluate(self, distilled: "DistilledSet", task: EvalTask) -> EvalResult: ...
+
+    def check_architectures(self, students: Sequence[str], teachers: Sequence[str]) -> None:
+        """Raise ConfigError for a student or teacher name this evaluator cannot build. Called
+        before distillation, so a typo costs seconds, not a distillation (default: accept all)."""

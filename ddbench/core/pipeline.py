@@ -339,6 +339,8 @@ def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, pr
     method_overrides, evaluator_overrides = split_overrides(request.overrides, method_cls, evaluator_classes)
     method = build_plugin(method_cls, dataset, method_overrides)
     evaluators = make_evaluators(request.evaluators, dataset, evaluator_overrides)
+    for evaluator in evaluators:
+        evaluator.check_architectures(request.students, request.teachers)
     device = resolve_device(request.device)
     # opened first: an unwritable results database fails now, not after hours of distillation
     with _results_store(request.results_path) as store:
@@ -384,6 +386,8 @@ def evaluate_folder(
     evaluator_classes = [registry.load_evaluator(name) for name in evaluators]
     _, evaluator_overrides = split_overrides(overrides, None, evaluator_classes)
     built = make_evaluators(evaluators, dataset, evaluator_overrides)
+    for evaluator in built:
+        evaluator.check_architectures(students, teachers)
     resolved_device = resolve_device(device)
     # opened first: an unwritable results database fails now, not after checksumming the set
     with _results_store(results_path) as store:

@@ -17,13 +17,13 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 from ddbench.core.config import config_to_dict
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, EvalResult, EvalTask, Evaluator
-from ddbench.models.factory import INIT_STYLES
+from ddbench.models.factory import INIT_STYLES, check_arch
 from ddbench.training import (
     ResumePoint,
     TrainingHistory,
@@ -85,6 +85,13 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
 
     def extra_details(self, task: EvalTask) -> dict[str, Any]:
         return {}
+
+    def check_architectures(self, students: Sequence[str], teachers: Sequence[str]) -> None:
+        for student in students:
+            check_arch(student, "student architecture (--students)")
+        if self.needs_teacher:
+            for teacher in teachers:
+                check_arch(teacher, "teacher architecture (--teachers)")
 
     def prepare_student(self, student: Any) -> None:
         """A protocol's change to the freshly built student before training (default: none)."""

@@ -25,7 +25,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, ClassVar, Optional
+from typing import Callable, ClassVar, Optional, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ from ddbench.core.errors import CheckpointError, ConfigError, DataError
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, EvalResult, EvalTask, Evaluator
 from ddbench.core.seeding import numpy_generator
+from ddbench.models.factory import check_arch
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -268,6 +269,10 @@ class TeacherFrechet(FrechetEvaluator):
     metric = "frechet_teacher_distance"
     Config = FrechetConfig
     needs_teacher = True
+
+    def check_architectures(self, students: Sequence[str], teachers: Sequence[str]) -> None:
+        for teacher in teachers:
+            check_arch(teacher, "teacher architecture (--teachers)")
 
     def feature_network(self, task: EvalTask) -> tuple[FeatureFn, str, Optional[str]]:
         teacher = task.teacher

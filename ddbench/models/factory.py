@@ -96,6 +96,14 @@ def list_archs() -> list[str]:
     return sorted(_BUILDERS)
 
 
+def check_arch(arch: str, role: str = "architecture") -> None:
+    """ConfigError for a name `create_model` does not know, with the closest known one."""
+    if arch not in _BUILDERS:
+        close = difflib.get_close_matches(arch, list(_BUILDERS), n=1, cutoff=0.4)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown {role} {arch!r}.{hint} Known: {', '.join(list_archs())}.")
+
+
 def _adapt_resnet_stem(model: nn.Module) -> None:
     """3x3 stride-1 conv1 and no max-pool (RDED's modified ResNet); the new conv is freshly initialised."""
     old = model.conv1
@@ -245,10 +253,7 @@ def create_model(
     `init` picks timm's model and init or torchvision's as RDED builds it (module docstring);
     "torchvision" builds from scratch only.
     """
-    if arch not in _BUILDERS:
-        close = difflib.get_close_matches(arch, list(_BUILDERS), n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown architecture {arch!r}.{hint} Known: {', '.join(list_archs())}.")
+    check_arch(arch)
     if num_classes < 1 or input_size < 1:
         raise ConfigError(f"{arch}: num_classes ({num_classes}) and input_size ({input_size}) must be positive")
     if init not in INIT_STYLES:

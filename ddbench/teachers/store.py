@@ -38,6 +38,7 @@ from ddbench.teachers.class_order import candidate_orders, rows_in_dataset_order
 from ddbench.teachers.recipes import TeacherRecipe, recipe_for, recipe_hash
 from ddbench.training import (
     HardLabelObjective,
+    ResumePoint,
     build_seeded_model,
     evaluate_top1,
     load_tensor_set,
@@ -323,6 +324,9 @@ class TeacherStore:
                 progress=progress,
                 description=f"teacher {arch} on {dataset.name}",
                 purpose="teacher",
+                # a long recipe (200 epochs) interrupted resumes at its last finished epoch
+                resume=ResumePoint(path.with_suffix(".state.pt"), every=1,
+                                   identity={"recipe_hash": recipe_hash(recipe, dataset, arch)}),
             )
             epoch_losses = history.epoch_losses
         else:

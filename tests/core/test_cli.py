@@ -70,3 +70,16 @@ def test_debug_shows_the_traceback(cli):
 
     with pytest.raises(ConfigError):
         cli("--debug", "run", "--method", "randm", "--dataset", "digits", "--ipc", "1")
+
+
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--students", "resnt18", "unknown student architecture (--students) 'resnt18'. Did you mean 'resnet18'?"),
+        ("--teachers", "mobilenetv2", "unknown teacher architecture (--teachers) 'mobilenetv2'. Did you mean 'mobilenet_v2'?"),
+    ],
+)
+def test_an_unknown_student_or_teacher_stops_before_anything_is_distilled(cli, isolated_home, flag, value, message):
+    result = cli("run", "--method", "random", "--dataset", "digits", "--ipc", "1", flag, value, "--device", "cpu")
+    assert result.exit_code == 2 and message in result.output and "Traceback" not in result.output
+    assert not (isolated_home / "runs").exists()  # nothing distilled

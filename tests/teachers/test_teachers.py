@@ -177,3 +177,51 @@ def test_torchvision_mobilenet_v2_layout_loads_into_timm_layout(tmp_path):
     loaded = load_teacher_checkpoint(path, "mobilenet_v2", 4, 8).eval()
     images = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(loaded(images), reference(images))
+
+
+class InterruptAfterEpochs:
+    """A Progress whose teacher-training bar raises KeyboardInterrupt (Ctrl-C) after `epochs` epochs."""
+
+    def __init__(self, epochs: int):
+        self.epochs = epochs
+
+    def task(self, description, total=None):
+        from contextlib import contextmanager
+
+        outer = self
+
+        class Bar:
+            done = 0
+
+            def advance(self, amount=1):
+                self.done += amount
+                if description.startswith("teacher ") and total is not None and self.done >= outer.epochs and amount:
+                    raise KeyboardInterrupt
+
+            def update(self, description):
+                pass
+
+        @contextmanager
+        def cm():
+            yield Bar()
+
+        return cm()
+
+    def log(self, message):
+        pass
+
+
+def test_interrupted_teacher_training_resumes_at_its_last_epoch(trained, tmp_path):
+    store, teacher = trained
+    resumed_store = TeacherStore(root=tmp_path, recipe_overrides=FAST_RECIPE)
+    path = resumed_store.cache_path(ColourSquares(), "convnet3")
+    with pytest.raises(KeyboardInterrupt):
+        resumed_store(ColourSquares(), "convnet3", CPU, InterruptAfterEpochs(2))
+    assert path.with_suffix(".state.pt").exists() and not path.exists()
+    resumed = resumed_store(ColourSquares(), "convnet3", CPU)
+    assert not path.with_suffix(".state.pt").exists()  # finished: the state is gone
+    assert json.loads(path.with_suffix(".json").read_text())["epoch_losses"] == \
+        json.loads(store.cache_path(ColourSquares(), "convnet3").with_suffix(".json").read_text())["epoch_losses"]
+    for name, value in teacher.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert resumed.checkpoint_sha256 == teacher.checkpoint_sha256
