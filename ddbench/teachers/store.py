@@ -223,7 +223,8 @@ class TeacherStore:
         rows = rows_in_dataset_order(self.class_order, dataset)
         mean, std = self.checkpoint_constants(path, dataset)
         model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
-        accuracy = measure_accuracy(model, dataset, device, mean, std)
+        key = self._checkpoint_key(path, rows, mean, std)
+        accuracy = self._measured_accuracy(key, arch, dataset, lambda: measure_accuracy(model, dataset, device, mean, std))
         order = str(self.class_order or "sorted")
         if accuracy < accuracy_floor(dataset.num_classes):
             others = {name: self._accuracy_in_order(dataset, arch, path, device, name, mean, std)
@@ -231,8 +232,22 @@ class TeacherStore:
             hint = "; ".join(f"with --teacher-class-order {name}: {value:.1f}%" for name, value in others.items())
             check_accuracy(accuracy, dataset, f"{path} (class order {order}{'; ' + hint if hint else ''})")
         source = f"checkpoint:{path}" + (f" (class order {order})" if rows is not None else "")
-        key = self._checkpoint_key(path, rows, mean, std)
         return Teacher(model, arch, dataset.name, dataset.num_classes, accuracy, key, source, mean, std)
+
+    def _measured_accuracy(self, key: str, arch: str, dataset: DatasetSpec, measure) -> float:
+        """A checkpoint's val top-1, measured once per (teacher key, arch, dataset fingerprint) and
+        kept under the cache root: measuring a foreign file again cost minutes on every call."""
+        what = {"teacher_key": key, "arch": arch, "dataset": dataset.fingerprint()}
+        memo = self.root / "measured" / f"{hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]}.json"
+        if memo.is_file():
+            try:
+                return float(json.loads(memo.read_text())["accuracy"])
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # unreadable: measure again and rewrite it
+        accuracy = measure()
+        if distributed.is_writer():
+            write_atomic(memo, json.dumps({**what, "accuracy": accuracy}, indent=2, allow_nan=False))
+        return accuracy
 
     def _accuracy_in_order(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device, order: str,
                            mean: tuple, std: tuple) -> float:

@@ -225,3 +225,19 @@ def test_interrupted_teacher_training_resumes_at_its_last_epoch(trained, tmp_pat
     for name, value in teacher.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
     assert resumed.checkpoint_sha256 == teacher.checkpoint_sha256
+
+
+def test_a_foreign_checkpoint_is_measured_once_per_dataset(trained, tmp_path, monkeypatch):
+    import ddbench.teachers.store as store_module
+
+    _, teacher = trained
+    path = _external_file(teacher, tmp_path, lambda state: {"model": state})
+    calls = []
+    real = store_module.measure_accuracy
+    monkeypatch.setattr(store_module, "measure_accuracy", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = make_teacher_provider(checkpoint=f"convnet3={path}", checkpoint_normalization="dataset")(ColourSquares(), "convnet3", CPU)
+    again = make_teacher_provider(checkpoint=f"convnet3={path}", checkpoint_normalization="dataset")(ColourSquares(), "convnet3", CPU)
+    assert len(calls) == 1 and again.accuracy == first.accuracy == pytest.approx(teacher.accuracy)
+    torch.save({"model": {k: v + 0.01 for k, v in teacher.model.state_dict().items()}}, path)  # another file
+    make_teacher_provider(checkpoint=f"convnet3={path}", checkpoint_normalization="dataset")(ColourSquares(), "convnet3", CPU)
+    assert len(calls) == 2
