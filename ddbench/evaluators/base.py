@@ -23,7 +23,7 @@ from ddbench.core.config import config_to_dict
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, EvalResult, EvalTask, Evaluator
-from ddbench.models.factory import INIT_STYLES, check_arch
+from ddbench.models.factory import INIT_STYLES, check_archs
 from ddbench.training import (
     ResumePoint,
     TrainingHistory,
@@ -87,11 +87,11 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
         return {}
 
     def check_architectures(self, students: Sequence[str], teachers: Sequence[str]) -> None:
-        for student in students:
-            check_arch(student, "student architecture (--students)")
+        if self.config.student_init not in INIT_STYLES:
+            raise ConfigError(f"student_init {self.config.student_init!r} is not one of {', '.join(INIT_STYLES)}")
+        check_archs(students, "student architecture (--students)")
         if self.needs_teacher:
-            for teacher in teachers:
-                check_arch(teacher, "teacher architecture (--teachers)")
+            check_archs(teachers, "teacher architecture (--teachers)")
 
     def prepare_student(self, student: Any) -> None:
         """A protocol's change to the freshly built student before training (default: none)."""
@@ -102,8 +102,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
             raise ConfigError(f"primary_metric {config.primary_metric!r} is not one of {', '.join(METRIC_NAMES)}")
         if config.epochs < 1:
             raise ConfigError(f"{self.name}: epochs must be at least 1, got {config.epochs}")
-        if config.student_init not in INIT_STYLES:
-            raise ConfigError(f"student_init {config.student_init!r} is not one of {', '.join(INIT_STYLES)}")
+        self.check_architectures([task.student], [])  # the pipeline checked them all before distilling
         dataset = task.dataset
         mean, std = student_normalization(config, dataset)
         if len(distilled.class_names) != dataset.num_classes:

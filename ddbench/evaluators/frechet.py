@@ -39,7 +39,7 @@ from ddbench.core.errors import CheckpointError, ConfigError, DataError
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, EvalResult, EvalTask, Evaluator
 from ddbench.core.seeding import numpy_generator
-from ddbench.models.factory import check_arch
+from ddbench.models.factory import check_archs
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"
 INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_FILE}"
@@ -271,8 +271,7 @@ class TeacherFrechet(FrechetEvaluator):
     needs_teacher = True
 
     def check_architectures(self, students: Sequence[str], teachers: Sequence[str]) -> None:
-        for teacher in teachers:
-            check_arch(teacher, "teacher architecture (--teachers)")
+        check_archs(teachers, "teacher architecture (--teachers)")
 
     def feature_network(self, task: EvalTask) -> tuple[FeatureFn, str, Optional[str]]:
         teacher = task.teacher

@@ -29,7 +29,7 @@ import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import timm
 import torch
@@ -96,12 +96,13 @@ def list_archs() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def check_arch(arch: str, role: str = "architecture") -> None:
-    """ConfigError for a name `create_model` does not know, with the closest known one."""
-    if arch not in _BUILDERS:
-        close = difflib.get_close_matches(arch, list(_BUILDERS), n=1, cutoff=0.4)
-        hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown {role} {arch!r}.{hint} Known: {', '.join(list_archs())}.")
+def check_archs(archs: Iterable[str], role: str = "architecture") -> None:
+    """ConfigError for the first name `create_model` does not know, with the closest known one."""
+    for arch in archs:
+        if arch not in _BUILDERS:
+            close = difflib.get_close_matches(arch, list(_BUILDERS), n=1, cutoff=0.4)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown {role} {arch!r}.{hint} Known: {', '.join(list_archs())}.")
 
 
 def _adapt_resnet_stem(model: nn.Module) -> None:
@@ -253,7 +254,7 @@ def create_model(
     `init` picks timm's model and init or torchvision's as RDED builds it (module docstring);
     "torchvision" builds from scratch only.
     """
-    check_arch(arch)
+    check_archs([arch])
     if num_classes < 1 or input_size < 1:
         raise ConfigError(f"{arch}: num_classes ({num_classes}) and input_size ({input_size}) must be positive")
     if init not in INIT_STYLES:

@@ -74,21 +74,22 @@ def match_layout(state: dict[str, torch.Tensor], model: nn.Module, source: str) 
     return state
 
 
-def ddbench_checkpoint_extra(path: str | os.PathLike) -> dict[str, Any] | None:
-    """The `extra` record of a checkpoint ddbench wrote (recipe, normalisation), None for others."""
-    payload = read_checkpoint(path)
+def ddbench_checkpoint_extra(payload: Any) -> dict[str, Any] | None:
+    """The `extra` record of a loaded checkpoint ddbench wrote (recipe, normalisation), None for others."""
     if isinstance(payload, dict) and payload.get("format") == DDBENCH_FORMAT:
         return dict(payload.get("extra") or {})
     return None
 
 
 def load_teacher_checkpoint(path: str | os.PathLike, arch: str, num_classes: int, input_size: int,
-                            class_rows: Sequence[int] | None = None) -> nn.Module:
+                            class_rows: Sequence[int] | None = None, payload: Any = None) -> nn.Module:
     """A model of `arch` with the checkpoint's weights, for a dataset of `num_classes` at `input_size` px.
 
     `class_rows[i]` is the checkpoint's classifier row for dataset class i (see `class_order`);
-    the rows are permuted into the dataset's order before loading."""
-    payload = read_checkpoint(path)
+    the rows are permuted into the dataset's order before loading. `payload`: the file's contents
+    when the caller already read them (`read_checkpoint`), so a large file is loaded once."""
+    if payload is None:
+        payload = read_checkpoint(path)
     if isinstance(payload, dict) and payload.get("format") == DDBENCH_FORMAT:
         spec = ModelSpec.from_dict(payload["spec"])
         if spec.arch != arch:

@@ -14,6 +14,7 @@ made elsewhere is taken to expect the ImageNet mean/std, as RDED's released teac
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -27,12 +28,13 @@ from torch import nn
 import ddbench
 from ddbench.core import distributed
 from ddbench.core.hashing import cached_sha256_file, sha256_file
-from ddbench.core.errors import CheckpointError, ConfigError
+from ddbench.core.errors import CheckpointError, ConfigError, StorageError
 from ddbench.core.files import write_atomic
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, Teacher
 from ddbench.core.paths import home
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.models import load_model, save_model, to_device
+from ddbench.models.checkpoint import read_checkpoint
 from ddbench.teachers.checkpoints import ddbench_checkpoint_extra, load_teacher_checkpoint
 from ddbench.teachers.class_order import candidate_orders, rows_in_dataset_order
 from ddbench.teachers.recipes import TeacherRecipe, recipe_for, recipe_hash
@@ -210,9 +212,11 @@ class TeacherStore:
         how = f"rows:{','.join(map(str, rows)) if rows is not None else 'sorted'}|mean:{list(mean)}|std:{list(std)}"
         return hashlib.sha256(f"{checksum}|{how}".encode()).hexdigest()
 
-    def checkpoint_constants(self, path: Path, dataset: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """(mean, std) a teacher checkpoint expects: recorded in ddbench's files, else the option."""
-        payload_extra = ddbench_checkpoint_extra(path)
+    def checkpoint_constants(self, path: Path, dataset: DatasetSpec,
+                             payload: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) a teacher checkpoint expects: recorded in ddbench's files, else the option.
+        `payload`: the file's contents when already read."""
+        payload_extra = ddbench_checkpoint_extra(read_checkpoint(path) if payload is None else payload)
         if payload_extra is not None:
             return recorded_normalization(payload_extra, dataset)
         if self.checkpoint_normalization == "dataset":
@@ -221,13 +225,14 @@ class TeacherStore:
 
     def from_checkpoint(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:
         rows = rows_in_dataset_order(self.class_order, dataset)
-        mean, std = self.checkpoint_constants(path, dataset)
-        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
+        payload = read_checkpoint(path)  # once: a teacher file can be hundreds of MB
+        mean, std = self.checkpoint_constants(path, dataset, payload)
+        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows, payload=payload)
         key = self._checkpoint_key(path, rows, mean, std)
         accuracy = self._measured_accuracy(key, arch, dataset, lambda: measure_accuracy(model, dataset, device, mean, std))
         order = str(self.class_order or "sorted")
         if accuracy < accuracy_floor(dataset.num_classes):
-            others = {name: self._accuracy_in_order(dataset, arch, path, device, name, mean, std)
+            others = {name: self._accuracy_in_order(dataset, arch, path, payload, device, name, mean, std)
                       for name in candidate_orders(dataset) if name != order}
             hint = "; ".join(f"with --teacher-class-order {name}: {value:.1f}%" for name, value in others.items())
             check_accuracy(accuracy, dataset, f"{path} (class order {order}{'; ' + hint if hint else ''})")
@@ -246,13 +251,14 @@ class TeacherStore:
                 pass  # unreadable: measure again and rewrite it
         accuracy = measure()
         if distributed.is_writer():
-            write_atomic(memo, json.dumps({**what, "accuracy": accuracy}, indent=2, allow_nan=False))
+            with contextlib.suppress(StorageError):  # a read-only cache loses the memo, never the answer
+                write_atomic(memo, json.dumps({**what, "accuracy": accuracy}, indent=2, allow_nan=False))
         return accuracy
 
-    def _accuracy_in_order(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device, order: str,
+    def _accuracy_in_order(self, dataset: DatasetSpec, arch: str, path: Path, payload: Any, device: torch.device, order: str,
                            mean: tuple, std: tuple) -> float:
         rows = rows_in_dataset_order(order, dataset)
-        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows)
+        model = load_teacher_checkpoint(path, arch, dataset.num_classes, dataset.resolution, class_rows=rows, payload=payload)
         return measure_accuracy(model, dataset, device, mean, std)
 
     def from_cache(self, dataset: DatasetSpec, arch: str, path: Path, device: torch.device) -> Teacher:

@@ -77,6 +77,7 @@ def test_debug_shows_the_traceback(cli):
     [
         ("--students", "resnt18", "unknown student architecture (--students) 'resnt18'. Did you mean 'resnet18'?"),
         ("--teachers", "mobilenetv2", "unknown teacher architecture (--teachers) 'mobilenetv2'. Did you mean 'mobilenet_v2'?"),
+        ("--set", "student_init=tim", "student_init 'tim' is not one of timm, torchvision"),
     ],
 )
 def test_an_unknown_student_or_teacher_stops_before_anything_is_distilled(cli, isolated_home, flag, value, message):

@@ -241,3 +241,18 @@ def test_a_foreign_checkpoint_is_measured_once_per_dataset(trained, tmp_path, mo
     torch.save({"model": {k: v + 0.01 for k, v in teacher.model.state_dict().items()}}, path)  # another file
     make_teacher_provider(checkpoint=f"convnet3={path}", checkpoint_normalization="dataset")(ColourSquares(), "convnet3", CPU)
     assert len(calls) == 2
+
+
+def test_a_read_only_cache_loses_the_accuracy_memo_not_the_teacher(trained, tmp_path, monkeypatch):
+    import ddbench.teachers.store as store_module
+    from ddbench.core.errors import StorageError
+
+    _, teacher = trained
+    path = _external_file(teacher, tmp_path, lambda state: {"model": state})
+
+    def refuse(target, *args, **kwargs):
+        raise StorageError(f"{target}: read-only file system")
+
+    monkeypatch.setattr(store_module, "write_atomic", refuse)
+    loaded = make_teacher_provider(checkpoint=f"convnet3={path}", checkpoint_normalization="dataset")(ColourSquares(), "convnet3", CPU)
+    assert loaded.accuracy == pytest.approx(teacher.accuracy)
