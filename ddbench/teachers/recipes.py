@@ -27,12 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from ddbench.core.errors import ConfigError
+from ddbench.core.hashing import stable_hash
 from ddbench.core.interfaces import DatasetSpec
 from ddbench.models.fingerprint import definition_fingerprint
 from ddbench.training import TrainingRecipe
@@ -127,4 +127,4 @@ def recipe_hash(recipe: TeacherRecipe, dataset: DatasetSpec, arch: str) -> str:
         "arch": arch,
         "model_definition": definition_fingerprint(arch, dataset.num_classes, dataset.resolution),
     }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+    return stable_hash(identity, 12)

@@ -22,7 +22,7 @@ def reproduce_digits_command(out, device):
     """Rebuild the shipped digits DiT and its Minimax fine-tune (fixed seeds, resumable; copy the results
     into ddbench/generators/dit/weights/ to ship them)."""
     from ddbench.core.device import resolve_device
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
     from ddbench.generators.dit.shipped import reproduce_digits_weights
 
     record = reproduce_digits_weights(out, device=resolve_device(device), progress=RichProgress())

@@ -15,7 +15,7 @@ from ddbench.generators.var.configs import PRESETS
 
 
 def _progress():
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
 
     return RichProgress()
 

@@ -44,7 +44,7 @@ def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, bat
     from ddbench.core.device import resolve_device
     from ddbench.core.errors import ConfigError
     from ddbench.core.registry import create_dataset
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
     from ddbench.methods.hieramp.finetune import FinetuneConfig
 
     changes = {key: value for key, value in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,

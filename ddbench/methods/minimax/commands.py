@@ -42,7 +42,7 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
     from ddbench.core.device import resolve_device
     from ddbench.core.errors import ConfigError
     from ddbench.core.registry import create_dataset
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
     from ddbench.generators.dit.codecs import load_sd_vae
     from ddbench.generators import weights
     from ddbench.generators.class_map import generator_class_map
