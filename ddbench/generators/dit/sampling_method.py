@@ -1,5 +1,7 @@
-"""The shared part of the DiT-based methods (`dit`, `minimax`, `hieramp-dit`): load a DiT and its codec,
-map the dataset's classes to the generator's labels, sample per-image-seeded images, save them.
+"""Plain DiT sampling as a `Method` base, shared by the DiT-based methods of two papers (`dit` and `minimax`
+in ddbench.methods.minimax, `hieramp-dit` in ddbench.methods.hieramp): load a DiT and its codec, map the
+dataset's classes to the generator's labels, sample per-image-seeded images, save them. It lives with
+the backbone because a method package never imports another one; nothing here is a paper's addition.
 
 Every image draws from its own generator, (seed, "dit-sample", class, image), shared by the three
 methods, so they are compared on equal seeds and a class-sharded run makes the same images.
