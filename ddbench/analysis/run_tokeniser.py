@@ -16,7 +16,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ddbench.analysis.tokens import TokenSet
+from ddbench.analysis.token_usage import TokenSet
 from ddbench.core import paths
 from ddbench.core.distilled import MANIFEST_NAME, DistilledSet
 from ddbench.core.errors import CheckpointError, DistilledSetError
