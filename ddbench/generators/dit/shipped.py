@@ -1,6 +1,6 @@
 """The small digits DiT shipped inside the package, and how to reproduce it.
 
-- `weights/digits_dit.pt`: the EMA weights of `DIGITS_PRESET` trained from scratch on the digits train
+- `weights/digits_dit.pt` (row `digits_dit` of the weights table): the EMA weights of `DIGITS_PRESET` trained from scratch on the digits train
   split (on the 8x8 scans behind the 16 px images, see training.py), float16, plain official DiT layout.
 - `weights/digits.json`: the command, seeds, times, sizes and the sample check.
 Minimax's fine-tune of this model is Minimax's: `ddbench.methods.minimax.digits`.
@@ -12,28 +12,28 @@ import json
 import platform
 import time
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ddbench.core.hashing import cached_sha256_file, sha256_file
+from ddbench.core.hashing import sha256_file
 from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.class_map import DATASET
 from ddbench.generators.dit.codecs import make_codec
-from ddbench.generators.sources import GeneratorWeights
+from ddbench.generators import weights
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.dit.model import DiT
 from ddbench.generators.dit.training import DIGITS_PRESET, DIT_WEIGHTS, train_dit
 
 SHIPPED_DIT, SIDECAR = "digits_dit.pt", "digits.json"  # *.pt: package data
+DIGITS_DIT_ROW = "digits_dit"  # its row in the weights table
 REPRODUCE_COMMAND = "ddbench dit reproduce-digits --out DIR"
 
 
 def weights_dir() -> Path:
-    return Path(str(resources.files("ddbench.generators.dit").joinpath("weights")))
+    return weights.get_entry(DIGITS_DIT_ROW).cache_dir()
 
 
 def shipped_info() -> dict:
@@ -45,10 +45,7 @@ def shipped_info() -> dict:
 
 def load_digits_dit(device: str | torch.device = "cpu", folder: Optional[Path] = None) -> DiT:
     """The shipped digits DiT, float32, eval mode (`folder`: another weights folder)."""
-    path = (folder or weights_dir()) / SHIPPED_DIT
-    if not path.is_file():
-        raise CheckpointError(f"shipped weights {path} are missing; reinstall ddbench or rebuild them with "
-                              f"`{REPRODUCE_COMMAND}` and copy them there")
+    path = folder / SHIPPED_DIT if folder else weights.resolve_weights(DIGITS_DIT_ROW)
     return load_dit(path, num_heads=DIGITS_PRESET.model.num_heads, device=device)
 
 
@@ -57,16 +54,13 @@ def base_sha256(folder: Optional[Path] = None) -> str:
     return sha256_file((folder or weights_dir()) / SHIPPED_DIT)
 
 
-def _digits_dit_identity() -> dict[str, str]:
-    return {"generator": cached_sha256_file(weights_dir() / SHIPPED_DIT)}
-
-
 def _load_digits_dit(device, progress):
     return load_digits_dit(device), make_codec(DIGITS_PRESET.codec), {"weights": "shipped digits DiT",
                                                                     "codec": DIGITS_PRESET.codec}
 
 
-DIGITS_DIT_WEIGHTS = GeneratorWeights("shipped digits DiT", _load_digits_dit, _digits_dit_identity, 10, DATASET)
+DIGITS_DIT_WEIGHTS = weights.GeneratorWeights("shipped digits DiT", _load_digits_dit,
+                                              weights.table_identity(generator=DIGITS_DIT_ROW), 10, DATASET)
 
 
 # ----- reproducing the shipped files -----

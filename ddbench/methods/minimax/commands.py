@@ -51,7 +51,7 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
     from ddbench.generators import weights
     from ddbench.generators.class_map import generator_class_map
     from ddbench.generators.dit.loading import load_dit
-    from ddbench.generators.dit.sampling_method import RELEASE_DIT
+    from ddbench.generators.dit.loading import RELEASE_DIT
     from ddbench.generators.dit.training import DIGITS_PRESET
     from ddbench.methods.minimax.digits import DIGITS_MINIMAX, reproduce_digits_minimax
     from ddbench.methods.minimax.finetune import MinimaxFinetuneConfig, finetune_minimax

@@ -1,6 +1,6 @@
 """Minimax's fine-tune of the small digits DiT: shipped in `weights/`, else fine-tuned once and cached.
 
-- `weights/digits_minimax.pt`: only the tensors Minimax trains (biases, label table, gammas) of the EMA
+- `weights/digits_minimax.pt` (row `digits_minimax` of the weights table): only the tensors Minimax trains (biases, label table, gammas) of the EMA
   after the Minimax fine-tune of the shipped digits DiT (`ddbench.generators.dit.shipped`), float16, with
   the SHA-256 of that base; with the base they make the fine-tuned model.
 - `weights/digits_minimax.json`: the command, recipe, times, the sample check and the file's SHA-256.
@@ -14,36 +14,42 @@ import json
 import platform
 import time
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ddbench.core import paths
 from ddbench.core.errors import CheckpointError
-from ddbench.core.hashing import cached_sha256_file, sha256_file, stable_hash
+from ddbench.core.hashing import sha256_file
 from ddbench.core.progress import NullProgress, Progress
+from ddbench.generators import weights
 from ddbench.generators.class_map import DATASET
 from ddbench.generators.dit.codecs import make_codec
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.dit.model import DiT
-from ddbench.generators.dit.shipped import SHIPPED_DIT, base_sha256, load_digits_dit, sample_check
-from ddbench.generators.dit.shipped import weights_dir as base_weights_dir
+from ddbench.generators.dit.shipped import DIGITS_DIT_ROW, SHIPPED_DIT, base_sha256, load_digits_dit, sample_check
 from ddbench.generators.dit.training import DIGITS_PRESET
-from ddbench.generators.sources import GeneratorWeights
 from ddbench.methods.minimax.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, finetune_minimax, trainable_state_dict
 from ddbench.methods.minimax.objective import TRAINABLE_KEYWORDS, minimax_trainable
 
 SHIPPED_MINIMAX, SIDECAR = "digits_minimax.pt", "digits_minimax.json"  # *.pt: package data
+DIGITS_MINIMAX_ROW = "digits_minimax"  # its row in the weights table
 REPRODUCE_COMMAND = "ddbench minimax finetune --dataset digits --out DIR"
 #: the release's recipe on digits, but no flips (a mirrored digit is another shape) and EMA 0.999, which over
 #: 8 epochs of 180 steps moves as far (76%) as the release's 0.9999 over the 12,000 steps it samples from (70%)
 DIGITS_MINIMAX = MinimaxFinetuneConfig(flip=False, ema_decay=0.999)
 
 
+def _recorded_base(path: Path) -> Optional[str]:
+    return torch.load(path, map_location="cpu", weights_only=True).get("base_sha256")
+
+
+#: shipped, else cached under $DDBENCH_HOME/cache/dit/digits/<digits_dit sha256[:16]>/, else made on first use
+FIRST_USE = weights.FirstUseFineTune(DIGITS_MINIMAX_ROW, DIGITS_DIT_ROW, ("dit", "digits"), _recorded_base)
+
+
 def weights_dir() -> Path:
-    return Path(str(resources.files("ddbench.methods.minimax").joinpath("weights")))
+    return weights.get_entry(DIGITS_MINIMAX_ROW).cache_dir()
 
 
 def shipped_info() -> dict:
@@ -87,38 +93,23 @@ def finetune_digits_minimax(out_dir: str | Path, *, base_folder: Optional[Path] 
 
 
 def load_digits_minimax(device: str | torch.device = "cpu", progress: Progress = NullProgress(),
-                        folder: Optional[Path] = None, base_folder: Optional[Path] = None) -> tuple[DiT, dict]:
+                        folder: Optional[Path] = None) -> tuple[DiT, dict]:
     """(the Minimax-fine-tuned digits DiT, info): shipped tensors, else the cache, else fine-tune now.
-    `folder`: another folder of digits_minimax.pt; `base_folder`: another folder of the base DiT."""
-    base_sha = base_sha256(base_folder)
-    source = _minimax_source(folder, base_folder)
+    `folder`: another folder of digits_minimax.pt, made from the shipped digits DiT (a reproduction)."""
+    source = folder / SHIPPED_MINIMAX if folder else FIRST_USE.source()
     if source is None:
-        cache = paths.cache_dir("dit") / "digits" / base_sha[:16]
+        cache = FIRST_USE.cache_folder()
         progress.log(f"minimax: no shipped fine-tune matches the digits DiT; fine-tuning once (minutes), cached in {cache}")
-        finetune_digits_minimax(cache, base_folder=base_folder, progress=progress)
+        finetune_digits_minimax(cache, progress=progress)
         source = cache / SHIPPED_MINIMAX
     payload = torch.load(source, map_location="cpu", weights_only=True)
     info = {"weights": "digits DiT + Minimax fine-tune", "file": str(source)}
-    model = _apply_trainable(load_digits_dit(folder=base_folder), payload["tensors"], str(source))
-    return model.to(device).eval().requires_grad_(False), {**info, "base_sha256": base_sha}
-
-
-def _minimax_source(folder: Optional[Path] = None, base_folder: Optional[Path] = None) -> Optional[Path]:
-    """The Minimax file matching the base: shipped, else cached, else None (to be fine-tuned)."""
-    shipped = (folder or weights_dir()) / SHIPPED_MINIMAX
-    base_sha = base_sha256(base_folder)
-    if shipped.is_file() and torch.load(shipped, map_location="cpu", weights_only=True).get("base_sha256") == base_sha:
-        return shipped
-    cached = paths.cache_dir("dit") / "digits" / base_sha[:16] / SHIPPED_MINIMAX
-    return cached if cached.is_file() else None
+    model = _apply_trainable(load_digits_dit(), payload["tensors"], str(source))
+    return model.to(device).eval().requires_grad_(False), {**info, "base_sha256": weights.table_sha256(DIGITS_DIT_ROW)}
 
 
 def _digits_minimax_identity() -> dict[str, str]:
-    source = _minimax_source()
-    base = cached_sha256_file(base_weights_dir() / SHIPPED_DIT)
-    tuned = (cached_sha256_file(source) if source is not None else
-             f"to-finetune:{stable_hash({'base': base, 'recipe': asdict(DIGITS_MINIMAX)}, 16)}")
-    return {"generator": base, "minimax": tuned}
+    return {"generator": weights.table_sha256(DIGITS_DIT_ROW), "minimax": FIRST_USE.sha256(DIGITS_DIT_ROW, DIGITS_MINIMAX)}
 
 
 def _load_digits_minimax(device, progress):
@@ -126,7 +117,7 @@ def _load_digits_minimax(device, progress):
     return model, make_codec(DIGITS_PRESET.codec), {**info, "codec": DIGITS_PRESET.codec}
 
 
-DIGITS_MINIMAX_WEIGHTS = GeneratorWeights("shipped digits DiT + Minimax fine-tune", _load_digits_minimax,
+DIGITS_MINIMAX_WEIGHTS = weights.GeneratorWeights("shipped digits DiT + Minimax fine-tune", _load_digits_minimax,
                                           _digits_minimax_identity, 10, DATASET)
 
 

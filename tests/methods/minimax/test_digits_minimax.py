@@ -36,3 +36,23 @@ def test_samples_are_recognised_as_recorded():
     print(f"\nminimax_accuracy: {accuracy:.0%} of 30 samples recognised (chance 10%)")
     assert accuracy >= 0.6
     assert abs(accuracy - shipped_info()["sample_check"]["minimax_accuracy"]) <= 0.2  # 3 per class here, 10 in the record
+
+
+def test_a_shipped_fine_tune_of_another_base_is_made_on_first_use_and_the_identity_says_so(isolated_home, monkeypatch):
+    """The identity before the fine-tune exists names what it will be made from; the values are those the
+    code gave before the weights table held the shipped rows (run identities of existing configurations)."""
+    import dataclasses
+
+    from ddbench.methods.minimax import digits
+
+    monkeypatch.setattr(digits, "FIRST_USE", dataclasses.replace(digits.FIRST_USE, recorded_base=lambda path: "other"))
+    assert digits.FIRST_USE.source() is None  # neither the shipped file (another base) nor a cached one
+    assert digits.DIGITS_MINIMAX_WEIGHTS.identity() == {
+        "generator": "9211451c09ad65cb89dee60b2f62b5b9dba7f808b2d347691369fc0a40d84803",
+        "minimax": "to-finetune:6084be3c0805f27f"}
+    cached = digits.FIRST_USE.cache_folder() / SHIPPED_MINIMAX
+    assert cached.parent == isolated_home / "cache" / "dit" / "digits" / "9211451c09ad65cb"
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes((weights_dir() / SHIPPED_MINIMAX).read_bytes())
+    assert digits.DIGITS_MINIMAX_WEIGHTS.identity()["minimax"] == sha256_file(cached)
+    assert load_digits_minimax()[1]["file"] == str(cached)
