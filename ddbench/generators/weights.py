@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -399,6 +400,15 @@ def known_sha256(entry: WeightsEntry | str) -> str | None:
         return entry.files[0].sha256
     path = resolve_weights(entry) if entry.shipped_in else entry.cache_path()  # a shipped file must be there
     return cached_sha256_file(path) if path.is_file() else None
+
+
+def shipped_record(entry: WeightsEntry | str, sidecar: str) -> dict[str, Any]:
+    """The JSON record beside a shipped row's files (command, recipe, times, checks, sha256)."""
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    path = entry.cache_dir() / sidecar
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{entry.made_by}`")
+    return json.loads(path.read_text())
 
 
 def table_sha256(entry: WeightsEntry | str) -> str:

@@ -171,6 +171,8 @@ def test_the_table_names_every_release_file_with_its_facts():
 
 
 def test_files_shipped_in_the_package_are_rows_of_the_table(isolated_home):
+    from ddbench.generators.var.configs import get_preset
+
     shipped = {name: entry for name, entry in weights.TABLE.items() if entry.shipped_in}
     assert set(shipped) == {"digits_vqvae", "digits_var", "digits_dit", "digits_minimax", "digits_var_cls"}
     for name, entry in shipped.items():
@@ -178,7 +180,10 @@ def test_files_shipped_in_the_package_are_rows_of_the_table(isolated_home):
         path = resolve_weights(name)  # read where it is: nothing is downloaded or copied into the cache
         assert path.is_file() and path.parent.name == "weights" and isolated_home not in path.parents
         assert weights.known_sha256(name) == sha256_file(path)
-    assert weights.TABLE["digits_vqvae"].architecture["patch_nums"] == [1, 2, 3, 4, 6, 8]  # how run_tokeniser loads it
+    preset = get_preset("digits")  # the rows describe the shipped models (run_tokeniser loads the VQ-VAE by its row)
+    assert weights.TABLE["digits_vqvae"].architecture["patch_nums"] == list(preset.vqvae.patch_nums)
+    assert weights.TABLE["digits_var"].architecture["depth"] == preset.var.depth
+    assert weights.TABLE["digits_var_cls"].architecture["class_tokens"] == len(preset.var.patch_nums)
     missing = dataclasses.replace(weights.TABLE["digits_var"], shipped_in=str(isolated_home / "nowhere"))
     with pytest.raises(CheckpointError, match="missing from the package.*ddbench var reproduce-digits"):
         weights.known_sha256(missing)  # a broken install is an error, never an identity of "unpublished" weights

@@ -11,7 +11,6 @@ Images are made at the generator's resolution and saved at the dataset's (Lanczo
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
 import torch

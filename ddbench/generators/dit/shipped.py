@@ -18,7 +18,6 @@ from typing import Optional
 import torch
 
 from ddbench.core.hashing import sha256_file
-from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.class_map import DATASET
 from ddbench.generators.dit.codecs import make_codec
@@ -29,7 +28,7 @@ from ddbench.generators.dit.training import DIGITS_PRESET, DIT_WEIGHTS, train_di
 
 SHIPPED_DIT, SIDECAR = "digits_dit.pt", "digits.json"  # *.pt: package data
 DIGITS_DIT_ROW = "digits_dit"  # its row in the weights table
-REPRODUCE_COMMAND = "ddbench dit reproduce-digits --out DIR"
+REPRODUCE_COMMAND = weights.get_entry(DIGITS_DIT_ROW).made_by
 
 
 def weights_dir() -> Path:
@@ -37,10 +36,7 @@ def weights_dir() -> Path:
 
 
 def shipped_info() -> dict:
-    path = weights_dir() / SIDECAR
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{REPRODUCE_COMMAND}`")
-    return json.loads(path.read_text())
+    return weights.shipped_record(DIGITS_DIT_ROW, SIDECAR)
 
 
 def load_digits_dit(device: str | torch.device = "cpu", folder: Optional[Path] = None) -> DiT:

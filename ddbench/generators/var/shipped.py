@@ -15,7 +15,6 @@ from typing import Optional
 
 import torch
 
-from ddbench.core.errors import CheckpointError
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators import weights
 from ddbench.generators.class_map import DATASET
@@ -27,7 +26,7 @@ from ddbench.generators.var.vqvae import VQVAE
 
 SHIPPED_VQVAE, SHIPPED_VAR, SIDECAR = "digits_vqvae.pt", "digits_var.pt", "digits.json"  # *.pt: package data
 DIGITS_VQVAE_ROW, DIGITS_VAR_ROW = "digits_vqvae", "digits_var"  # their rows in the weights table
-REPRODUCE_COMMAND = "ddbench var reproduce-digits --out DIR"
+REPRODUCE_COMMAND = weights.get_entry(DIGITS_VAR_ROW).made_by
 
 
 def shipped_weights_dir() -> Path:
@@ -37,10 +36,7 @@ def shipped_weights_dir() -> Path:
 
 def shipped_info() -> dict:
     """The sidecar record of the shipped digits weights (command, seed, time, PSNR, accuracy)."""
-    path = shipped_weights_dir() / SIDECAR
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{REPRODUCE_COMMAND}`")
-    return json.loads(path.read_text())
+    return weights.shipped_record(DIGITS_VAR_ROW, SIDECAR)
 
 
 #: {role: sha256} of the shipped digits weights (part of a run's identity)

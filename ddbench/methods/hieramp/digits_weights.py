@@ -13,7 +13,6 @@ import json
 import platform
 import time
 from dataclasses import asdict
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
@@ -29,7 +28,7 @@ from ddbench.methods.hieramp.model import ClassTokenVAR, load_class_token_var
 
 SHIPPED_FILE, SIDECAR = "digits_hieramp.pt", "digits_hieramp.json"  # *.pt: package data
 DIGITS_CLASS_TOKEN_ROW = "digits_var_cls"  # its row in the weights table
-REPRODUCE_COMMAND = "ddbench hieramp finetune --dataset digits --out DIR"
+REPRODUCE_COMMAND = weights.get_entry(DIGITS_CLASS_TOKEN_ROW).made_by
 #: the recipe of the shipped file (paper: 5 epochs, whole backbone trainable)
 DIGITS_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=32, lr=5e-4, seed=0)
 

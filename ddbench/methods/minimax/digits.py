@@ -34,7 +34,7 @@ from ddbench.methods.minimax.objective import TRAINABLE_KEYWORDS, minimax_traina
 
 SHIPPED_MINIMAX, SIDECAR = "digits_minimax.pt", "digits_minimax.json"  # *.pt: package data
 DIGITS_MINIMAX_ROW = "digits_minimax"  # its row in the weights table
-REPRODUCE_COMMAND = "ddbench minimax finetune --dataset digits --out DIR"
+REPRODUCE_COMMAND = weights.get_entry(DIGITS_MINIMAX_ROW).made_by
 #: the release's recipe on digits, but no flips (a mirrored digit is another shape) and EMA 0.999, which over
 #: 8 epochs of 180 steps moves as far (76%) as the release's 0.9999 over the 12,000 steps it samples from (70%)
 DIGITS_MINIMAX = MinimaxFinetuneConfig(flip=False, ema_decay=0.999)
@@ -53,10 +53,7 @@ def weights_dir() -> Path:
 
 
 def shipped_info() -> dict:
-    path = weights_dir() / SIDECAR
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{REPRODUCE_COMMAND}`")
-    return json.loads(path.read_text())
+    return weights.shipped_record(DIGITS_MINIMAX_ROW, SIDECAR)
 
 
 def _apply_trainable(model: DiT, trainable: dict[str, torch.Tensor], where: str) -> DiT:

@@ -10,7 +10,6 @@ checked in tests/methods/minimax/test_objective_reference.py.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
