@@ -5,6 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 
 RELEASE_PATCH_NUMS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+#: the stages of a scale pyramid, as the HIERAMP paper names them (its amplification and token diagnostics)
+STAGES = ("coarse", "mid", "fine")
+
+
+def stage_of_scale(scale_index: int, num_scales: int) -> int:
+    """0 coarse, 1 mid, 2 fine: scales 1..N-1 split in three (N=10: 1-3, 4-6, 7-9); scale 0 -> coarse."""
+    if scale_index <= 0:
+        return 0
+    return min(2, (scale_index - 1) * 3 // max(1, num_scales - 1))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 
 from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import DistillTask
-from ddbench.generators.dit.distill import DiTSamplingConfig, DiTSamplingMethod
+from ddbench.generators.dit.sampling_method import DiTSamplingConfig, DiTSamplingMethod
 from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS
 
 

@@ -24,6 +24,7 @@ from typing import Any, Optional
 import torch
 
 from ddbench.core import distributed, paths
+from ddbench.core.errors import CheckpointError
 from ddbench.core.files import write_atomic
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.interfaces import DatasetSpec
@@ -127,3 +128,29 @@ def finetune_for_dataset(dataset: DatasetSpec, *, config: Optional[FinetuneConfi
 def recipe_with(dataset: DatasetSpec, **changes: Any) -> FinetuneConfig:
     """The dataset's recipe with explicit changes (e.g. fewer epochs from the command line)."""
     return replace(finetune_recipe(dataset), **changes)
+
+
+def finetuned_class_token_var(dataset: DatasetSpec, method: str) -> weights.GeneratorWeights:
+    """The class-token VAR fine-tuned from var_d16 for `dataset`, from its weights-table slot; a
+    missing one is an error naming the command that makes it and its estimated GPU time."""
+    entry = slot(dataset)
+
+    def require() -> None:
+        if not entry.cache_path().is_file():
+            raise CheckpointError(missing_message(dataset, method))
+
+    def identity() -> dict[str, str]:
+        require()
+        return weights.table_identity(generator=entry, vqvae=BASE_VQVAE)()
+
+    def load(device, progress):
+        require()
+        from ddbench.methods.hieramp.model import load_class_token_var
+
+        vqvae_path = weights.resolve_weights(BASE_VQVAE, progress=progress, option="--set vqvae_ckpt=PATH")
+        model, vqvae, _ = load_class_token_var(entry.cache_path(), vqvae_path, device=device, require_class_tokens=True)
+        return model, vqvae, {"weights": f"{entry.name} (fine-tuned here, {entry.cache_path()})",
+                              "var_ckpt": str(entry.cache_path()), "vqvae_ckpt": str(vqvae_path)}
+
+    return weights.GeneratorWeights(f"class-token {BASE_VAR} fine-tuned for {dataset.name}", load, identity, 1000,
+                                    IMAGENET1K)

@@ -9,8 +9,9 @@
 from __future__ import annotations
 
 from ddbench.core.interfaces import DatasetSpec
-from ddbench.generators.dit.distill import DiTSamplingMethod
-from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS, DIGITS_MINIMAX_WEIGHTS
+from ddbench.generators.dit.sampling_method import DiTSamplingMethod
+from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS
+from ddbench.methods.minimax.digits import DIGITS_MINIMAX_WEIGHTS
 
 
 class PlainDiT(DiTSamplingMethod):

@@ -4,7 +4,7 @@ As `train_dit.py` + `run.sh`: only the Minimax trainable set learns (biases, the
 gammas of blocks 0-13); AdamW lr 1e-3, weight decay 0, constant lr, no clipping; EMA 0.9999 from an
 exact copy; batch 8, 8 epochs of a seeded permutation with drop_last; 10% label dropout; images
 center-cropped (ADM style) and randomly flipped, encoded by the codec with a sampled posterior.
-The loss is the diffusion loss plus the Minimax terms (`ddbench.generators.dit.minimax`). Unlike the
+The loss is the diffusion loss plus the Minimax terms (`ddbench.methods.minimax.objective`). Unlike the
 release, every draw is seeded from (seed, purpose, step) and the class memories are saved with the
 checkpoint (`fit`'s stateful extras), so an interrupted fine-tune resumes exactly. The release samples from the step-12000
 checkpoint of its ImageNet-woof run; here the EMA after the last epoch is written.
@@ -23,7 +23,7 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.dit.codecs import Codec
 from ddbench.generators.dit.diffusion import GaussianDiffusion
-from ddbench.generators.dit.minimax import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
+from ddbench.methods.minimax.objective import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
 from ddbench.generators.dit.model import DiT
 from ddbench.training import (EpochBatches, ExponentialMovingAverage, Precision, ResumePoint, build_optimizer, fit,
                               load_tensor_set)
