@@ -76,6 +76,9 @@ class HierAmpConfig(VarClsConfig):
 class _VarFamily(Method):
     """Shared loading, seeding and saving; subclasses say whether class tokens are used and how."""
 
+    #: what these methods output is decided by the VAR backbone too (sampling, VQ-VAE decode)
+    source_modules = ("ddbench.methods.hieramp", "ddbench.generators.var")
+
     presets = SAMPLING_PRESETS
     uses_class_tokens = True
     #: dataset name -> the generator used when no var_ckpt/vqvae_ckpt is given

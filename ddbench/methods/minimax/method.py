@@ -18,6 +18,7 @@ class PlainDiT(DiTSamplingMethod):
     """`dit`: class-conditional DiT sampling without the Minimax fine-tune."""
 
     name = "dit"
+    source_modules = ("ddbench.methods.minimax", "ddbench.generators.dit")  # the DiT sampler decides the images too
     default_weights = {"digits": DIGITS_DIT_WEIGHTS}
 
 
@@ -25,6 +26,7 @@ class Minimax(DiTSamplingMethod):
     """`minimax`: the DiT after Minimax fine-tuning (representativeness + diversity), sampled the same way."""
 
     name = "minimax"
+    source_modules = ("ddbench.methods.minimax", "ddbench.generators.dit")  # the DiT sampler decides the images too
     uses_release = False  # the release links no fine-tuned checkpoint (MinimaxDiffusion issue #14)
     default_weights = {"digits": DIGITS_MINIMAX_WEIGHTS}
 
