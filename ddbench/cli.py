@@ -72,7 +72,7 @@ class DDBenchGroup(click.Group):
         except DDBenchError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[red]error:[/red] {escape(distributed.process_label())}{exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(distributed.process_label())}{escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except OSError as exc:  # a full, read-only or forbidden disk anywhere: one line, not a traceback
             from ddbench.core.files import storage_error
