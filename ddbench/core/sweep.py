@@ -327,7 +327,7 @@ def _run_slurm(submitit, todo, folder, results, options, wait, on_event) -> Swee
         while pending:
             states = slurm_states([str(handle.job_id) for _, handle in pending])
             for job, handle in list(pending):
-                if str(handle.job_id) in states and not handle.paths.result_pickle.exists():
+                if str(handle.job_id) in states:  # queued, running or still completing
                     continue
                 pending.remove((job, handle))
                 _finished(outcome, job, handle.paths.result_pickle, on_event)
