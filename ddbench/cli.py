@@ -196,12 +196,18 @@ def eval_command(folder, dataset, data_root, resolution, evaluators, students, t
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "md", "json"]), default="table", show_default=True)
 @click.option("--output", type=click.Path(), default=None, help="Write the export to this file instead of stdout.")
 @click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
-def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results):
+@click.option("--compare", "compare_grid", default=None, metavar="GRID",
+              help="A paper's published numbers beside ours, per cell (a grid file or shipped grid, e.g. hieramp-table1).")
+def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid):
     """Configurations x students (mean ± std over seeds, n) from the results database."""
     from ddbench.core.leaderboard import EXPORTERS, build_tables
     from ddbench.core.results import ResultsStore
 
     path = Path(results) if results else paths.default_results_path()
+    if compare_grid:
+        from ddbench.sweeps.commands import print_comparison
+
+        return print_comparison(compare_grid, path, dataset, ipc, output_format, output)
     with ResultsStore(path, readonly=True) as store:
         tables = build_tables(store, dataset=dataset, ipc=ipc, evaluator=evaluator, method=method, grid=grid)
     if not tables:

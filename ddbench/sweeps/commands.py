@@ -162,3 +162,77 @@ def list_command() -> None:
 
     for name in shipped_grids():
         click.echo(name)
+
+
+def print_comparison(grid_name: str, results_path, dataset: str | None, ipc: int | None, output_format: str,
+                     output: str | None) -> None:
+    """`ddbench leaderboard --compare GRID`: one table per dataset, a line per published cell and
+    per pooled configuration of ours (json / csv / md: one record each)."""
+    import csv
+    import io
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from ddbench.cli import console
+    from ddbench.core.compare import compare, records
+    from ddbench.core.errors import ConfigError
+    from ddbench.core.grid import load_grid
+    from ddbench.core.results import ResultsStore
+
+    grid = load_grid(grid_name)
+    if not grid.published:
+        raise ConfigError(f"grid {grid.name} has no published numbers ([paper] cells) to compare with")
+    with ResultsStore(results_path, readonly=True) as store:
+        comparisons = compare(grid, store, dataset, ipc)
+    if not comparisons:
+        raise ConfigError(f"grid {grid.name} publishes no cell for dataset {dataset} / IPC {ipc}")
+    if output_format != "table":
+        flat = records(comparisons)
+        if output_format == "json":
+            text = json.dumps(flat, indent=2) + "\n"
+        else:
+            fields = list(dict.fromkeys(key for record in flat for key in record))
+            if output_format == "csv":
+                buffer = io.StringIO()
+                writer = csv.DictWriter(buffer, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows({k: "; ".join(v) if isinstance(v, list) else v for k, v in r.items()} for r in flat)
+                text = buffer.getvalue()
+            else:
+                lines = ["| " + " | ".join(fields) + " |", "|" + "---|" * len(fields)]
+                lines += ["| " + " | ".join("; ".join(r[k]) if isinstance(r.get(k), list) else ("" if r.get(k) is None else str(r[k]))
+                                            for k in fields) + " |" for r in flat]
+                text = "\n".join(lines) + "\n"
+        if output:
+            Path(output).write_text(text)
+            console.print(f"wrote {output}")
+        else:
+            click.echo(text, nl=False)
+        return
+    metric = grid.paper.get("metric", "top1_best")
+    wide = Console(width=max(console.width, 200))  # nine columns: wrapped cells would be unreadable
+    matched = 0
+    for name in dict.fromkeys(comparison.published.dataset for comparison in comparisons):
+        table = Table(title=f"{escape(grid.name)} · {name}: published {metric} beside ours ({escape(grid.paper.get('source', grid.source))})")
+        for column in ("IPC", "method", "student", "teacher", "published", "ours", "ours top1_final", "Δ/σ", "differs"):
+            table.add_column(column, justify="right" if column in ("IPC", "published", "ours", "ours top1_final", "Δ/σ") else "left")
+        for comparison in (c for c in comparisons if c.published.dataset == name):
+            cell = comparison.published
+            published = f"{cell.mean:.2f} ± {cell.std:.2f} (n={cell.n if cell.n is not None else '?'})"
+            head = [str(cell.ipc), escape(cell.method), cell.student, cell.teacher or "-", published]
+            if not comparison.ours:
+                table.add_row(*head, "[dim]no results of ours[/dim]", "", "", escape(cell.note))
+                continue
+            matched += 1
+            for ours in comparison.ours:
+                z = comparison.z(ours)
+                final = f"{ours.final.mean:.2f} ± {ours.final.std:.2f}" if ours.final.n else "-"
+                differs = "; ".join([f"ours: {ours.label}", *ours.differences, *([cell.note] if cell.note else [])])
+                table.add_row(*head, f"{ours.compared.mean:.2f} ± {ours.compared.std:.2f} (n={ours.compared.n}, {ours.metric})", final,
+                              "-" if z is None else f"{z:+.1f}", escape(differs))
+        wide.print(table)
+    console.print(f"{matched} of {len(comparisons)} published cells have results of ours in {results_path}", highlight=False)
