@@ -175,11 +175,13 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
 @evaluation_options
 def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, teacher_class_order,
                  teacher_norm, teacher_recipe, seeds, overrides, device, results, force, dist_mode):
-    """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
+    """Evaluate a distilled folder (images/<class>/<i>.png, class folders made by another tool, or
+    DD-Ranking's tensors: images.pt [+ labels.pt], class-major, normalised)."""
+    from ddbench.core.dd_ranking import readable_folder
     from ddbench.core.pipeline import evaluate_folder
 
     rows, skipped = evaluate_folder(
-        folder, dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
+        readable_folder(folder, dataset, data_root, resolution), dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
         _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results,
         teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order, teacher_norm),
         RichProgress(err_console), force, resolution, dist_mode,
