@@ -50,22 +50,24 @@ def ddranking_augmentation_robust(case, tmp_path, scale):
     return scorer.compute_metrics(image_tensor=torch.ones(2, 3, 4, 4), syn_lr=0.01)
 
 
-@pytest.mark.parametrize("scale", ["fraction", "percent"])
-def test_label_robust_score_is_ddranking_s(tmp_path, scale):
-    theirs = ddranking_label_robust(LRS_CASE, tmp_path, scale)
-    ours = label_robust_score(*LRS_CASE, scale=scale)
-    assert ours.hlr == pytest.approx(theirs["hard_label_recovery_mean"], rel=1e-12)
-    assert ours.ior == pytest.approx(theirs["improvement_over_random_mean"], rel=1e-12)
-    assert ours.lrs == pytest.approx(theirs["label_robust_score_mean"], rel=1e-12)
+#: (our function, ddranking run, accuracies, our field -> ddranking's result key)
+SCORES = {
+    "LRS": (label_robust_score, ddranking_label_robust, LRS_CASE, {
+        "hlr": "hard_label_recovery_mean", "ior": "improvement_over_random_mean", "lrs": "label_robust_score_mean"}),
+    "ARS": (augmentation_robust_score, ddranking_augmentation_robust, ARS_CASE, {
+        "with_aug": "with_aug_scores_mean", "without_aug": "without_aug_scores_mean",
+        "ars": "augmentation_robust_score_mean"}),
+}
 
 
 @pytest.mark.parametrize("scale", ["fraction", "percent"])
-def test_augmentation_robust_score_is_ddranking_s(tmp_path, scale):
-    theirs = ddranking_augmentation_robust(ARS_CASE, tmp_path, scale)
-    ours = augmentation_robust_score(*ARS_CASE, scale=scale)
-    assert ours.with_aug == pytest.approx(theirs["with_aug_scores_mean"], rel=1e-12)
-    assert ours.without_aug == pytest.approx(theirs["without_aug_scores_mean"], rel=1e-12)
-    assert ours.ars == pytest.approx(theirs["augmentation_robust_score_mean"], rel=1e-12)
+@pytest.mark.parametrize("score", sorted(SCORES))
+def test_scores_are_ddranking_s(tmp_path, score, scale):
+    ours_function, theirs_function, case, keys = SCORES[score]
+    theirs = theirs_function(case, tmp_path, scale)
+    ours = ours_function(*case, scale=scale)
+    for field, key in keys.items():
+        assert getattr(ours, field) == pytest.approx(theirs[key], rel=1e-12), field
 
 
 def test_the_two_scales_differ_and_fractions_stay_in_0_1():
