@@ -16,6 +16,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
+from ddbench.core import registry
+from ddbench.core.errors import DDBenchError
 from ddbench.core.grid import Grid, PublishedCell
 from ddbench.core.leaderboard import Cell
 from ddbench.core.results import ResultsStore
@@ -79,6 +81,9 @@ def _differences(grid: Grid, cell: PublishedCell, row: dict[str, Any], metric: s
         differences.append(f"no teacher (paper: {cell.teacher})")
     if cell.resolution and row["resolution"] != cell.resolution:
         differences.append(f"resolution {row['resolution']} px (paper: {cell.resolution} px)")
+    elif not cell.resolution and row["resolution"] != _default_resolution(row["dataset"]):
+        differences.append(f"resolution {row['resolution']} px (paper: not stated; the dataset's default is "
+                           f"{_default_resolution(row['dataset'])} px)")
     method_changes = row["label"][len(row["method"]):].strip()
     if method_changes:
         differences.append(f"method settings {method_changes}")
@@ -87,6 +92,13 @@ def _differences(grid: Grid, cell: PublishedCell, row: dict[str, Any], metric: s
     if cell.n is not None and n != cell.n:
         differences.append(f"n {n} (paper: {cell.n})")
     return differences
+
+
+def _default_resolution(dataset: str) -> int | None:
+    try:
+        return int(registry.load_dataset(dataset).resolution)
+    except (DDBenchError, TypeError, ValueError):
+        return None
 
 
 def compare(grid: Grid, store: ResultsStore, dataset: str | None = None, ipc: int | None = None) -> list[Comparison]:

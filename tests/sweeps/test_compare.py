@@ -68,6 +68,7 @@ def test_woof_rows_sit_beside_the_published_rded_cell(cli, woof_store):
     assert rded["ours_top1_final_mean"] is not None
     assert any(d.startswith("evaluator settings epochs=4") for d in rded["differences"])
     assert "n 2 (paper: 3)" in rded["differences"]
+    assert "resolution 16 px (paper: not stated; the dataset's default is 224 px)" in rded["differences"]
     assert not any(d.startswith("evaluator rded") or "no teacher" in d for d in rded["differences"])
 
     hard = by_evaluator["hard_label"]
