@@ -200,7 +200,9 @@ def eval_command(folder, dataset, data_root, resolution, evaluators, students, t
 @click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
 @click.option("--compare", "compare_grid", default=None, metavar="GRID",
               help="A paper's published numbers beside ours, per cell (a grid file or shipped grid, e.g. hieramp-table1).")
-def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid):
+@click.option("--ddranking", is_flag=True,
+              help="DD-Ranking's HLR, IOR and LRS per configuration and student (with --dataset and --ipc).")
+def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid, ddranking):
     """Configurations x students (mean ± std over seeds, n) from the results database."""
     from ddbench.core.leaderboard import EXPORTERS, build_tables
     from ddbench.core.results import ResultsStore
@@ -210,6 +212,10 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
         from ddbench.sweeps.commands import print_comparison
 
         return print_comparison(compare_grid, path, dataset, ipc, output_format, output)
+    if ddranking:
+        from ddbench.sweeps.commands import print_ddranking
+
+        return print_ddranking(path, dataset, ipc, output_format)
     with ResultsStore(path, readonly=True) as store:
         tables = build_tables(store, dataset=dataset, ipc=ipc, evaluator=evaluator, method=method, grid=grid)
     if not tables:

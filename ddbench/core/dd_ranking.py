@@ -188,3 +188,73 @@ def readable_folder(folder: str | Path, dataset_name: str | None, data_root: str
         import_tensors(folder, dataset, staging)
         staging.rename(out)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# the scores from ddbench's own evaluations
+
+
+@dataclass
+class StoreScores:
+    """LRS of one configuration for one student, from results rows (means over their seeds)."""
+
+    label: str
+    configuration: str
+    student: str
+    full_hard: float
+    syn_hard: float
+    syn_soft: float
+    random_soft: float
+    n: dict[str, int]
+    scores: dict[str, LabelRobustScore]
+    full_hard_source: str = ""
+
+
+def _accuracy(row: dict[str, Any]) -> float:
+    """DD-Ranking keeps the best validation of a training: top1_best when a row has it."""
+    return float(row["metrics"].get("top1_best", row["metrics"].get("top1_final", row["value"])))
+
+
+def scores_from_store(store, dataset: str, ipc: int, hard_evaluator: str = "hard_label", soft_evaluator: str = "rded",
+                      baseline: str = "random", full_hard: dict[str, float] | None = None,
+                      weight: float = 0.5) -> list[StoreScores]:
+    """HLR, IOR and LRS (both scales) of every configuration of `dataset` at `ipc` that has rows of
+    `hard_evaluator` and `soft_evaluator`, against `baseline` (a random real subset, same IPC) under
+    the same soft-label evaluator config. The full-data hard-label accuracy of a student is
+    `full_hard[student]` or else the recorded accuracy of a teacher of the student's architecture
+    (trained on the full real data with hard labels by the dataset's teacher recipe, not with
+    DD-Ranking's own real-data recipe); a student with neither is left out."""
+    rows = list(store.rows(dataset=dataset, ipc=ipc))
+    known_full = dict(full_hard or {})
+    full_source = {student: "given" for student in known_full}
+    for row in rows:
+        info = row.get("teacher_info") or {}
+        if row["teacher"] and row["teacher"] not in known_full and info.get("accuracy") is not None:
+            known_full[row["teacher"]] = float(info["accuracy"])
+            full_source[row["teacher"]] = f"teacher {row['teacher']} ({info.get('source', '')})"
+
+    def pooled(selected: list[dict[str, Any]]) -> tuple[float, int]:
+        values = [_accuracy(row) for row in selected]
+        return (sum(values) / len(values), len(values)) if values else (math.nan, 0)
+
+    out = []
+    configurations = dict.fromkeys((row["configuration"], row["student"]) for row in rows if row["method"] != baseline)
+    for configuration, student in configurations:
+        mine = [row for row in rows if row["configuration"] == configuration and row["student"] == student]
+        hard = [row for row in mine if row["evaluator"] == hard_evaluator]
+        soft = [row for row in mine if row["evaluator"] == soft_evaluator]
+        if not hard or not soft or student not in known_full:
+            continue
+        soft_hash = soft[0]["evaluator_config_hash"]
+        random_soft_rows = [row for row in rows if row["method"] == baseline and row["student"] == student
+                            and row["evaluator"] == soft_evaluator and row["evaluator_config_hash"] == soft_hash
+                            and row["dataset_fingerprint"] == soft[0]["dataset_fingerprint"]]
+        if not random_soft_rows:
+            continue
+        (syn_hard, n_hard), (syn_soft, n_soft), (random_soft, n_random) = pooled(hard), pooled(soft), pooled(random_soft_rows)
+        accuracies = (known_full[student], syn_hard, syn_soft, random_soft)
+        out.append(StoreScores(mine[0]["label"], configuration, student, *accuracies,
+                               n={"syn_hard": n_hard, "syn_soft": n_soft, "random_soft": n_random},
+                               scores=both_scales(label_robust_score, *accuracies, weight=weight),
+                               full_hard_source=full_source[student]))
+    return out

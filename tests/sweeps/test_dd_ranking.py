@@ -120,3 +120,43 @@ def test_ddbench_eval_reads_ddranking_tensors(cli, digits_set, tmp_path):
     torch.save(torch.zeros(7, 3, 16, 16), tmp_path / "odd.pt")
     odd = cli("eval", str(tmp_path / "odd.pt"), "--dataset", "digits", "--students", "convnet3", "--evaluator", "hard_label")
     assert odd.exit_code == 2 and "multiple of 10 classes" in odd.output
+
+
+def test_label_robust_scores_from_ddbench_s_own_rows(cli, tmp_path):
+    """var's set vs a random subset at the same IPC, hard-label and soft-label (rded) rows; the
+    full-data accuracy is the recorded one of the teacher with the student's architecture."""
+    import json
+
+    from ddbench.core.interfaces import Teacher
+    from ddbench.core.pipeline import RunRequest, run
+    from ddbench.core.results import ResultsStore
+
+    def teacher(dataset, arch, device, progress):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(3, 10))
+        return Teacher(model, arch, "digits", 10, accuracy=87.5, checkpoint_sha256="cd" * 32, source="test")
+
+    results = tmp_path / "r.sqlite"
+    for method in ("random", "var"):
+        run(RunRequest(method=method, dataset="digits", ipc=1, seeds=(0, 1), evaluators=("hard_label", "rded"),
+                       students=("convnet3",), teachers=("convnet3",), device="cpu", results_path=results,
+                       overrides={"hard_label.epochs": "1", "rded.epochs": "2", "rded.validate_every": "1",
+                                  "rded.validate_last_fraction": "1"}), teacher)
+    with ResultsStore(results, readonly=True) as store:
+        rows = list(store.rows())
+
+    def mean(method, evaluator):
+        values = [r["metrics"].get("top1_best", r["metrics"]["top1_final"]) for r in rows
+                  if r["method"] == method and r["evaluator"] == evaluator]
+        assert len(values) == 2
+        return sum(values) / 2
+
+    records = json.loads(cli("leaderboard", "--ddranking", "--dataset", "digits", "--ipc", "1", "--results", str(results),
+                             "--format", "json").output)
+    assert [r["label"] for r in records] == ["var"] and records[0]["full_hard"] == 87.5
+    expected = label_robust_score(87.5, mean("var", "hard_label"), mean("var", "rded"), mean("random", "rded"))
+    assert records[0]["lrs_fraction"] == pytest.approx(expected.lrs) and records[0]["hlr_fraction"] == pytest.approx(expected.hlr)
+    assert records[0]["n"] == {"syn_hard": 2, "syn_soft": 2, "random_soft": 2}
+    table = cli("leaderboard", "--ddranking", "--dataset", "digits", "--ipc", "1", "--results", str(results))
+    assert table.exit_code == 0 and "LRS" in table.output
+    assert cli("leaderboard", "--ddranking", "--results", str(results)).exit_code == 2  # needs --dataset and --ipc
