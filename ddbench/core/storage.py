@@ -91,3 +91,21 @@ def row_storage(stored: SetStorage, teacher_info: Mapping[str, Any] | None, need
     """The storage of one results row: its set's, plus its teacher when its evaluator needs one."""
     return Storage(stored.images_bytes, stored.canonical_png_bytes, stored.labels_bytes,
                    teacher_bytes(teacher_info) if needs_teacher else 0)
+
+
+def storage_of_row(row: Mapping[str, Any], cache: dict[str, SetStorage] | None = None) -> Storage | None:
+    """The storage of a results row as the store holds it today (its `distilled_path`,
+    `resolution` and `teacher_info`), or None when its set is no longer on disk. `cache` (path ->
+    SetStorage) spares re-encoding a set shared by many rows."""
+    from ddbench.core.distilled import DistilledSet
+    from ddbench.core.errors import DistilledSetError
+
+    path = str(row["distilled_path"])
+    cache = {} if cache is None else cache
+    if path not in cache:
+        try:
+            distilled = DistilledSet.open(path, verify=False)
+        except DistilledSetError:
+            return None
+        cache[path] = set_storage(distilled, int(row["resolution"]))
+    return row_storage(cache[path], row.get("teacher_info"), row.get("teacher") is not None)

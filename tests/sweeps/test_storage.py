@@ -51,3 +51,21 @@ def test_label_files_and_the_teacher_checkpoint_count_when_evaluation_needs_them
     assert soft.to_dict()["total_mb"] == round(soft.total_bytes / 2**20, 6)
     assert teacher_bytes({"source": f"checkpoint:{checkpoint} (class order minimax-woof)"}) == 5000
     assert teacher_bytes({"source": "test"}) == 0 and teacher_bytes({"source": f"cache:{tmp_path}/gone.pt"}) == 0
+
+
+def test_a_stored_row_gives_its_storage(tmp_path, isolated_home):
+    from ddbench.core.pipeline import RunRequest, run
+    from ddbench.core.results import ResultsStore
+    from ddbench.core.storage import storage_of_row
+
+    results = tmp_path / "r.sqlite"
+    summary = run(RunRequest(method="random", dataset="digits", ipc=1, evaluators=("hard_label",), students=("convnet3",),
+                             overrides={"hard_label.epochs": "1"}, device="cpu", results_path=results, out_dir=tmp_path / "set"))
+    with ResultsStore(results, readonly=True) as store:
+        (row,) = list(store.rows())
+    cache = {}
+    storage = storage_of_row(row, cache)
+    measured = set_storage(summary.distilled, 16)
+    assert storage.images_bytes == measured.images_bytes and storage.canonical_png_bytes == measured.canonical_png_bytes
+    assert storage.evaluation_bytes == 0 and storage.labels_bytes == 0 and list(cache) == [row["distilled_path"]]
+    assert storage_of_row({**row, "distilled_path": str(tmp_path / "gone")}) is None
