@@ -3,6 +3,7 @@ slurm-wlm and munge are installed; skipped with the reason otherwise)."""
 
 import json
 import sqlite3
+import time
 
 import pytest
 
@@ -11,6 +12,11 @@ from tests.sweeps.slurm_cluster import slurm_cluster  # noqa: F401 - the fixture
 
 pytest.importorskip("submitit")
 pytestmark = pytest.mark.slow
+
+
+def stored_rows(results):
+    with sqlite3.connect(results) as connection:
+        return connection.execute("SELECT id, created_at, method, student, seed FROM results ORDER BY id").fetchall()
 
 
 def test_a_two_configuration_sweep_runs_as_one_array_and_collects_its_rows(cli, tmp_path, slurm_cluster):
@@ -34,6 +40,20 @@ def test_a_two_configuration_sweep_runs_as_one_array_and_collects_its_rows(cli, 
         rows = connection.execute("SELECT method, student, seed FROM results ORDER BY method, student, seed").fetchall()
     assert rows == [(method, student, seed) for method in ("random", "var")
                     for student in ("convnet3", "convnet4") for seed in (0, 1)]
+
+    # requeued (as after a preemption), each task runs its `ddbench run` again, which finds every
+    # row stored and recomputes nothing
+    before = stored_rows(results)
+    slurm_cluster.run("scontrol", "requeue", ",".join(job_ids))
+    for job_id in job_ids:  # requeued jobs wait out a begin-time delay; start them now
+        slurm_cluster.run("scontrol", "update", f"jobid={job_id}", "starttime=now", check=False)
+    deadline = time.monotonic() + 240
+    while slurm_cluster.run("squeue", "-h", check=False).stdout.strip():
+        assert time.monotonic() < deadline, "the requeued tasks did not finish in 4 minutes"
+        time.sleep(0.5)
+    logs = [path.read_text() for path in (folder / "logs").rglob("*_log.out")]
+    assert sum("4 evaluation(s) were already in the results database" in log for log in logs) == 2
+    assert stored_rows(results) == before
 
     status = cli("sweep", "status", str(grid), *common)
     assert "4 done, 0 running, 0 failed, 0 pending" in status.output, status.output
