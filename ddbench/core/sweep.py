@@ -266,30 +266,56 @@ def run_sweep(
     return outcome
 
 
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES names them (indices or UUIDs)."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [item.strip() for item in listed.split(",") if item.strip()]
+    try:
+        import torch
+
+        return [str(index) for index in range(torch.cuda.device_count())]
+    except Exception:  # noqa: BLE001 - no torch CUDA at all: no GPUs
+        return []
+
+
+def gpu_slots(jobs: int, gpus: Sequence[str], per_job: int | None = None) -> list[list[str]]:
+    """The GPUs of each of `jobs` local slots: `per_job` each (default: an equal share, at least
+    one), slot k taking the next ones round the list (slots share GPUs when there are too few)."""
+    if not gpus:
+        return [[] for _ in range(jobs)]
+    per_job = per_job if per_job is not None else max(1, len(gpus) // jobs)
+    return [[gpus[(slot * per_job + index) % len(gpus)] for index in range(per_job)] for slot in range(jobs)]
+
+
 def _run_local(submitit, todo, folder, results, options, on_event) -> SweepOutcome:
     if options.jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {options.jobs}")
     executor = submitit.LocalExecutor(folder=logs_folder(folder))
     executor.update_parameters(timeout_min=options.time_min)
-    queue, running = list(todo), []
+    # submitit's local controller hides every GPU unless told; each slot's `ddbench run` gets its own
+    slots = gpu_slots(options.jobs, visible_gpus(), options.gpus)
+    free, queue, running = list(range(options.jobs)), list(todo), []
     outcome = SweepOutcome(skipped=[], submitted=[])
     try:
         while queue or running:
-            while queue and len(running) < options.jobs:
-                job = queue.pop(0)
-                submitted = executor.submit(RunCommand(options.command(job, results), options.env))
+            while queue and free:
+                job, slot = queue.pop(0), free.pop(0)
+                env = {**options.env, **({"CUDA_VISIBLE_DEVICES": ",".join(slots[slot])} if slots[slot] else {})}
+                submitted = executor.submit(RunCommand(options.command(job, results), env))
                 submission = Submission(job.key, "local", str(submitted.job_id), time.time(), job.name)
                 _record(folder, [submission])
                 outcome.submitted.append(submission)
-                running.append((job, submitted))
-                on_event("submit", job, f"local job {submitted.job_id}")
-            for job, submitted in list(running):
+                running.append((job, submitted, slot))
+                on_event("submit", job, f"local job {submitted.job_id}" + (f" on GPU {','.join(slots[slot])}" if slots[slot] else ""))
+            for job, submitted, slot in list(running):
                 if submitted.done():
-                    running.remove((job, submitted))
+                    running.remove((job, submitted, slot))
+                    free.append(slot)
                     _finished(outcome, job, submitted.paths.result_pickle, on_event)
             time.sleep(0.2)
     except KeyboardInterrupt:
-        for _, submitted in running:
+        for _, submitted, _ in running:
             submitted.cancel(check=False)
         raise
     return outcome

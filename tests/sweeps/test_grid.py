@@ -64,3 +64,14 @@ def test_dry_run_lists_each_job_s_command(cli, tmp_path):
     lines = [line for line in result.output.splitlines() if "ddbench run" in line]
     assert len(lines) == 2 and all(line.startswith("[0/4 rows]") for line in lines)
     assert "--method var" in lines[1] and "--students convnet3,convnet4 --teachers resnet18 --seeds 0,1" in lines[1]
+
+
+def test_local_slots_get_their_own_gpus(monkeypatch):
+    from ddbench.core.sweep import gpu_slots, visible_gpus
+
+    assert gpu_slots(2, ["0", "1", "2", "3"]) == [["0", "1"], ["2", "3"]]
+    assert gpu_slots(4, ["0", "1"]) == [["0"], ["1"], ["0"], ["1"]]  # too few: slots share
+    assert gpu_slots(2, ["5", "7", "9"], per_job=1) == [["5"], ["7"]]
+    assert gpu_slots(3, []) == [[], [], []]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, GPU-abc")
+    assert visible_gpus() == ["2", "GPU-abc"]
