@@ -200,9 +200,10 @@ def eval_command(folder, dataset, data_root, resolution, evaluators, students, t
 @click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
 @click.option("--compare", "compare_grid", default=None, metavar="GRID",
               help="A paper's published numbers beside ours, per cell (a grid file or shipped grid, e.g. hieramp-table1).")
+@click.option("--storage", is_flag=True, help="Add each row's storage in MB (images, labels, teacher) to the output.")
 @click.option("--ddranking", is_flag=True,
               help="DD-Ranking's HLR, IOR and LRS per configuration and student (with --dataset and --ipc).")
-def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid, ddranking):
+def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid, storage, ddranking):
     """Configurations x students (mean ± std over seeds, n) from the results database."""
     from ddbench.core.leaderboard import EXPORTERS, build_tables
     from ddbench.core.results import ResultsStore
@@ -218,6 +219,10 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
         return print_ddranking(path, dataset, ipc, output_format)
     with ResultsStore(path, readonly=True) as store:
         tables = build_tables(store, dataset=dataset, ipc=ipc, evaluator=evaluator, method=method, grid=grid)
+        if storage:
+            from ddbench.core.storage import attach_storage
+
+            attach_storage(store, tables)
     if not tables:
         raise ConfigError(f"no results match these filters in {path}")
     if output_format != "table":
@@ -233,8 +238,13 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
         rich_table.add_column(table.row_label)
         for column in table.columns:
             rich_table.add_column(escape(column), justify="right")
+        if storage:
+            rich_table.add_column("storage MB", justify="right")
         for row in table.rows:
             cells = [table.cells[(row, c)].render() if (row, c) in table.cells else "-" for c in table.columns]
+            if storage:
+                megabytes = table.row_extra.get(row, {}).get("storage_mb")
+                cells.append("-" if megabytes is None else f"{megabytes:.3f}")
             rich_table.add_row(escape(row), *cells)  # names like "random [teacher resnet18]" are not markup
         console.print(rich_table)
 

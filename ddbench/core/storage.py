@@ -109,3 +109,20 @@ def storage_of_row(row: Mapping[str, Any], cache: dict[str, SetStorage] | None =
             return None
         cache[path] = set_storage(distilled, int(row["resolution"]))
     return row_storage(cache[path], row.get("teacher_info"), row.get("teacher") is not None)
+
+
+def attach_storage(store, tables) -> None:
+    """Put each leaderboard row's storage (mean over its rows, in MB) into `table.row_extra`, so
+    the CSV / JSON exports carry it; rows whose sets are gone get None."""
+    cache: dict[str, SetStorage] = {}
+    for table in tables:
+        for name, identity in table.row_identities.items():
+            measured = [storage_of_row(row, cache) for row in store.rows(
+                dataset=table.dataset, ipc=table.ipc, evaluator=table.evaluator, configuration=identity.configuration,
+                evaluator_config_hash=table.evaluator_config_hash, teacher_key=identity.teacher_key)]
+            found = [storage for storage in measured if storage is not None]
+            table.row_extra.setdefault(name, {}).update({
+                key: round(sum(getattr(s, field) for s in found) / len(found) / MB, 6) if found else None
+                for key, field in (("storage_mb", "total_bytes"), ("images_mb_stored", "images_bytes"),
+                                   ("images_mb_png", "canonical_png_bytes"), ("labels_mb", "labels_bytes"),
+                                   ("evaluation_mb", "evaluation_bytes"))})

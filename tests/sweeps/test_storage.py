@@ -69,3 +69,20 @@ def test_a_stored_row_gives_its_storage(tmp_path, isolated_home):
     assert storage.images_bytes == measured.images_bytes and storage.canonical_png_bytes == measured.canonical_png_bytes
     assert storage.evaluation_bytes == 0 and storage.labels_bytes == 0 and list(cache) == [row["distilled_path"]]
     assert storage_of_row({**row, "distilled_path": str(tmp_path / "gone")}) is None
+
+
+def test_leaderboard_exports_carry_storage(cli, tmp_path):
+    import json
+
+    made = cli("run", "--method", "random", "--dataset", "digits", "--ipc", "1", "--students", "convnet3", "--seeds", "0,1",
+               "--evaluator", "hard_label", "--set", "epochs=1", "--device", "cpu", "--out", str(tmp_path / "set"))
+    assert made.exit_code == 0, made.output
+    records = json.loads(cli("leaderboard", "--storage", "--format", "json").output)
+    distilled = DistilledSet.open(tmp_path / "set")
+    expected = set_storage(distilled, 16)
+    assert len(records) == 1
+    assert records[0]["images_mb_png"] == round(expected.canonical_png_bytes / 2**20, 6)
+    assert records[0]["storage_mb"] == records[0]["images_mb_png"] and records[0]["evaluation_mb"] == 0
+    assert "storage_mb" not in json.loads(cli("leaderboard", "--format", "json").output)[0]
+    table = cli("leaderboard", "--storage")
+    assert "storage MB" in table.output and f"{expected.canonical_png_bytes / 2**20:.3f}" in table.output
