@@ -75,12 +75,18 @@ class JobPlan:
         return bool(self.evaluations) and all(self.done)
 
 
-def plan_job(job: SweepJob, store: ResultsStore | None, teacher_provider: TeacherProvider | None = None) -> JobPlan:
+def plan_job(job: SweepJob, store: ResultsStore | None, teacher_provider: TeacherProvider | None = None,
+             datasets: dict[tuple, Any] | None = None) -> JobPlan:
     """The rows `job` writes and which of them `store` already has, computed as `ddbench run` would
-    (same dataset, resolved configs, run identity, teacher keys) without distilling or training."""
+    (same dataset, resolved configs, run identity, teacher keys) without distilling or training.
+    `datasets` shares dataset objects (and their fingerprints) between the jobs of one sweep."""
     plan = JobPlan(job)
+    datasets = {} if datasets is None else datasets
     try:
-        dataset = registry.create_dataset(job.dataset, job.data_root, job.resolution)
+        key = (job.dataset, job.data_root, job.resolution)
+        if key not in datasets:
+            datasets[key] = registry.create_dataset(*key)
+        dataset = datasets[key]
         method_cls = registry.load_method(job.method)
         evaluator_classes = [registry.load_evaluator(name) for name in job.evaluators]
         method_overrides, evaluator_overrides = split_overrides(parse_overrides(job.overrides), method_cls, evaluator_classes)
@@ -120,11 +126,11 @@ def plan_job(job: SweepJob, store: ResultsStore | None, teacher_provider: Teache
 
 
 def plan_sweep(jobs: Iterable[SweepJob], results_path: str | Path, teacher_provider: TeacherProvider | None = None) -> list[JobPlan]:
-    path = Path(results_path)
+    path, datasets = Path(results_path), {}
     if not path.is_file():
-        return [plan_job(job, None, teacher_provider) for job in jobs]
+        return [plan_job(job, None, teacher_provider, datasets) for job in jobs]
     with ResultsStore(path, readonly=True) as store:
-        return [plan_job(job, store, teacher_provider) for job in jobs]
+        return [plan_job(job, store, teacher_provider, datasets) for job in jobs]
 
 
 # ---------------------------------------------------------------------------------------------
