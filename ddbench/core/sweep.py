@@ -421,6 +421,8 @@ def job_state(plan: JobPlan, submission: Submission | None, folder: Path) -> tup
     """(state, detail) of a job from its rows, its submission record and its scheduler."""
     if plan.complete:
         return "done", ""
+    if plan.invalid:
+        return "failed", plan.problem
     if submission is None:
         return "pending", plan.problem or "not submitted"
     from_logs = folder / "logs" / submission.job_id

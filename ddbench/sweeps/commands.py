@@ -134,6 +134,7 @@ def status_command(grid, data_roots, methods, datasets, results, folder):
     """done / running / failed / pending per cell (job x evaluator x teacher x student)."""
     from collections import Counter
 
+    from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
@@ -149,7 +150,7 @@ def status_command(grid, data_roots, methods, datasets, results, folder):
     for cell in cells:
         table.add_row(escape(cell.job.name), cell.evaluator, cell.teacher or "-", cell.student,
                       f"{cell.done}/{cell.expected}", f"[{colours[cell.state]}]{cell.state}[/]", escape(cell.detail))
-    console.print(table)
+    Console(width=max(console.width, 160)).print(table)  # seven columns: keep cells on one line
     counts = Counter(cell.state for cell in cells)
     console.print(", ".join(f"{counts.get(state, 0)} {state}" for state in ("done", "running", "failed", "pending")),
                   highlight=False)

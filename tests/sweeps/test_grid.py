@@ -75,3 +75,21 @@ def test_local_slots_get_their_own_gpus(monkeypatch):
     assert gpu_slots(3, []) == [[], [], []]
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2, GPU-abc")
     assert visible_gpus() == ["2", "GPU-abc"]
+
+
+def test_a_launcher_prefixes_every_job_and_a_bad_method_fails_before_submission(cli, tmp_path):
+    from ddbench.core.grid import load_grid
+    from ddbench.core.sweep import ExecutorOptions
+
+    grid = load_grid(write_grid(tmp_path))
+    command = ExecutorOptions(launcher="torchrun --nproc-per-node 4 -m ddbench").command(grid.jobs[0], tmp_path / "r.sqlite")
+    assert command[:5] == ["torchrun", "--nproc-per-node", "4", "-m", "ddbench"] and command[5] == "run"
+    assert command[command.index("--results") + 1] == str(tmp_path / "r.sqlite")
+
+    bad = write_grid(tmp_path, 'datasets = ["digits"]\nipcs = [1]\nevaluators = ["hard_label"]\n'
+                               '[[methods]]\nmethod = "random"\nset = ["method.nope=1"]\n')
+    status = cli("sweep", "status", str(bad), "--folder", str(tmp_path / "f"))
+    assert "0 done, 0 running, 1 failed, 0 pending" in status.output and "no key 'nope'" in status.output
+    result = cli("sweep", str(bad), "--folder", str(tmp_path / "f"))
+    assert result.exit_code == 1 and "0 job(s) run, 0 already complete, 1 failed" in result.output
+    assert not (tmp_path / "f" / "submitted.json").exists()
