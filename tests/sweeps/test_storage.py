@@ -86,3 +86,14 @@ def test_leaderboard_exports_carry_storage(cli, tmp_path):
     assert "storage_mb" not in json.loads(cli("leaderboard", "--format", "json").output)[0]
     table = cli("leaderboard", "--storage")
     assert "storage MB" in table.output and f"{expected.canonical_png_bytes / 2**20:.3f}" in table.output
+
+
+def test_the_report_plots_accuracy_against_storage(cli, tmp_path):
+    made = cli("run", "--method", "random", "--dataset", "digits", "--ipc", "1", "--students", "convnet3", "--seeds", "0,1",
+               "--evaluator", "hard_label", "--set", "epochs=1", "--device", "cpu")
+    assert made.exit_code == 0, made.output
+    report = cli("report", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert 'src="img/storage-0.png" alt="accuracy against storage of' in page
+    assert (tmp_path / "report" / "img" / "storage-0.png").stat().st_size > 1000
