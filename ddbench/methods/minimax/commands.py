@@ -84,7 +84,7 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
 def sample_command(classes, per_class, steps, cfg, seed, device, out):
     """Sample a grid from the shipped digits DiT after its Minimax fine-tune (`ddbench dit sample`: before it)."""
     from ddbench.core.device import resolve_device
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
     from ddbench.generators.dit.codecs import make_codec
     from ddbench.generators.dit.sampling import SamplingOptions, sample_grid
     from ddbench.generators.dit.training import DIGITS_PRESET
