@@ -25,11 +25,12 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators.var.shipped import SHIPPED_VAR, SHIPPED_VQVAE, load_digits_models, shipped_weights_dir
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
 from ddbench.methods.hieramp.model import ClassTokenVAR, load_class_token_var
+from ddbench.training import with_settings
 
 SHIPPED_FILE, SIDECAR = "digits_hieramp.pt", "digits_hieramp.json"  # *.pt: package data
 REPRODUCE_COMMAND = "ddbench hieramp finetune --dataset digits --out DIR"
 #: the recipe of the shipped file (paper: 5 epochs, whole backbone trainable)
-DIGITS_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=32, lr=5e-4, seed=0)
+DIGITS_FINETUNE = with_settings(FinetuneConfig(), epochs=5.0, batch_size=32, lr=5e-4, seed=0)
 
 
 def weights_dir() -> Path:
