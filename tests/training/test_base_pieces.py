@@ -196,3 +196,29 @@ def test_fit_stops_a_finite_explosion_as_it_stops_a_nan():
                                                      r"its start \(1\) \(lr 0\); the training diverged: lower the "
                                                      r"learning rate \(lr\)$"):
         fit(model, optimizer, step_loss, total_steps=6)
+
+
+# ----- the one optimiser recipe -----
+def test_every_trainer_config_embeds_the_optimizer_recipe_and_takes_its_keys_flat():
+    from dataclasses import fields
+
+    from ddbench.generators.dit.finetune import MinimaxFinetuneConfig
+    from ddbench.generators.dit.training import DiTTrainConfig
+    from ddbench.generators.var.configs import TrainConfig
+    from ddbench.methods.hieramp.finetune import FinetuneConfig
+    from ddbench.training import OptimizerRecipe, TrainingRecipe, with_settings
+
+    optimizer_keys = {item.name for item in fields(OptimizerRecipe)}
+    for config in (TrainConfig, DiTTrainConfig, MinimaxFinetuneConfig, FinetuneConfig, TrainingRecipe):
+        names = {item.name: item.type for item in fields(config)}
+        assert names["optim"] in (OptimizerRecipe, "OptimizerRecipe") and not optimizer_keys & set(names), config
+    # what the command-line options pass (None: an option not given) lands in the embedded recipe
+    tuned = with_settings(FinetuneConfig(), epochs=0.5, lr=2e-4, precision="auto", batch_size=None)
+    assert (tuned.epochs, tuned.batch_size, tuned.optim) == (0.5, 32, OptimizerRecipe(
+        lr=2e-4, weight_decay=0.05, betas=(0.9, 0.95), grad_clip=2.0, precision="auto"))  # VAR's optimiser otherwise
+    assert with_settings(MinimaxFinetuneConfig(), lr=1e-4, ema_decay=0.99).optim == OptimizerRecipe(lr=1e-4)
+    assert with_settings(TrainConfig(), weight_decay=0.0).optim.weight_decay == 0.0
+    with pytest.raises(ConfigError, match=r"MinimaxFinetuneConfig has no setting lrr; it has .*\blr\b"):
+        with_settings(MinimaxFinetuneConfig(), lrr=1e-4)
+    recorded = TrainingRecipe(epochs=2, batch_size=8, optim=OptimizerRecipe(lr=0.05, optimizer="sgd")).record()
+    assert recorded["lr"] == 0.05 and recorded["optimizer"] == "sgd" and "optim" not in recorded  # rows keep flat keys

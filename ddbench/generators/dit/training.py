@@ -45,6 +45,9 @@ class DiTTrainConfig:
     checkpoint_every: int = 200
     seed: int = 0
 
+    def schedule(self) -> WarmupCosine:
+        return WarmupCosine(self.steps, self.warmup_steps, self.final_lr_fraction)
+
 
 @dataclass(frozen=True)
 class DiTPreset:
@@ -112,7 +115,7 @@ def train_dit(preset: DiTPreset, train_set, out_dir: str | Path, *, device: str 
         return loss, {"loss": loss.detach(), "mse": terms["mse"].mean().detach(), "vb": terms["vb"].mean().detach()}
 
     result = fit(model, optimizer, step_loss, total_steps=config.steps,
-                 schedule=WarmupCosine(config.steps, config.warmup_steps, config.final_lr_fraction),
+                 schedule=config.schedule(),
                  grad_clip=config.optim.grad_clip, ema=ema, precision=Precision(device, config.optim.precision),
                  resume=ResumePoint(out_dir / "dit_last.ckpt", every=config.checkpoint_every, identity=identity),
                  stop_after=stop_after, progress=progress, description="training DiT")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ddbench.training.optim import OptimizerRecipe, with_settings
+from ddbench.training.schedule import WarmupCosine
 
 RELEASE_PATCH_NUMS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 
@@ -65,6 +66,10 @@ class TrainConfig:
     warmup_steps: int = 100
     checkpoint_every: int = 200
     seed: int = 0
+
+    def schedule(self) -> WarmupCosine:
+        """Linear warm-up, then a half cosine to a tenth of the peak lr."""
+        return WarmupCosine(self.steps, self.warmup_steps, final_fraction=0.1)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,6 @@ from ddbench.training import (
     ResumePoint,
     StreamingImageSet,
     TensorImageSet,
-    WarmupCosine,
     center_square_resize,
     fit,
     load_tensor_set,
@@ -77,7 +76,7 @@ def fit_stage(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: 
     `<out_dir>/<stage>_last.ckpt` every `config.checkpoint_every` steps. Returns a JSON-able summary."""
     seed_everything(config.seed)
     result = fit(model, make_optimizer(model, config), step_loss, total_steps=config.steps,
-                 schedule=WarmupCosine(config.steps, config.warmup_steps, final_fraction=0.1),
+                 schedule=config.schedule(),
                  grad_clip=config.optim.grad_clip,
                  precision=Precision(next(model.parameters()).device, config.optim.precision),
                  resume=ResumePoint(out_dir / f"{stage}_last.ckpt", config.checkpoint_every, identity),
