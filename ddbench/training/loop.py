@@ -146,7 +146,7 @@ def train_model(
     epoch_state = {"order": None, "started": 0.0, "loss_sum": torch.zeros((), device=device)}
 
     def step_loss(step: int):
-        epoch, index = divmod(step, steps_per_epoch)
+        index = step % steps_per_epoch  # the batch's place in its epoch
         if index == 0:
             epoch_state["order"], epoch_state["started"] = torch.randperm(num_images, generator=generator), time.perf_counter()
             epoch_state["loss_sum"] = torch.zeros((), device=device)

@@ -131,6 +131,8 @@ def fit(
         raise ConfigError(f"total_steps must be at least 1, got {total_steps}")
     if steps_per_epoch is not None and steps_per_epoch < 1:
         raise ConfigError(f"steps_per_epoch must be at least 1, got {steps_per_epoch}")
+    if progress_in_epochs and steps_per_epoch is None:
+        raise ConfigError("progress_in_epochs needs steps_per_epoch")
     progress = progress or NullProgress()
     precision = precision or Precision(next(model.parameters()).device, "fp32")
     random_sources = dict(random_sources or {})
@@ -169,8 +171,6 @@ def fit(
     end = total_steps if stop_after is None else min(total_steps, stop_after)
     model.train()
     started, metrics = time.perf_counter(), {}
-    if progress_in_epochs and steps_per_epoch is None:
-        raise ConfigError("progress_in_epochs needs steps_per_epoch")
     unit = steps_per_epoch if progress_in_epochs else 1
     with synchronized_batchnorm(model, device), progress.task(description, total=-(-total_steps // unit)) as bar:
         trainer = wrap_data_parallel(_StepModule(model, step_loss), device, broadcast_buffers=True) if world > 1 else None
