@@ -22,8 +22,9 @@ import torch
 from ddbench.core.errors import CheckpointError
 from ddbench.core.files import torch_save_atomic, unreadable_reason
 
-#: bump when what `fit` or `train_model` store changes incompatibly
-CHECKPOINT_FORMAT = 2
+#: bump when what `fit` stores changes incompatibly (3: the classifier's state is `fit`'s, and
+#: trainer configs nest their optimiser settings under `optim`)
+CHECKPOINT_FORMAT = 3
 
 RandomSource = torch.Generator | np.random.Generator
 
