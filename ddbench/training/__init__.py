@@ -1,8 +1,9 @@
 """THE training base: in-memory image sets, batch augmentations (RandomResizedCrop, flip,
-ShufflePatches, CutMix), parameter groups, schedules (per epoch and warm-up + cosine per step),
-EMA, mixed precision, atomic checkpoints with exact resume, the epoch loop for classifiers
-(`train_model`, students and teachers) and the step loop for generators (`fit`), both of which
-run as DistributedDataParallel under torchrun (`training.parallel`)."""
+ShufflePatches, CutMix), parameter groups and the one optimiser recipe every trainer's config
+embeds (`OptimizerRecipe`), schedules (per epoch and warm-up + cosine per step), EMA, mixed
+precision, atomic checkpoints with exact resume, and one step loop (`fit`: generators and their
+fine-tunes) with an epoch view over it for classifiers (`train_model`: students and teachers),
+running as DistributedDataParallel under torchrun (`training.parallel`)."""
 
 from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, TrainAugment, shuffle_patches
@@ -21,20 +22,23 @@ from ddbench.training.data import (
 from ddbench.training.ema import ExponentialMovingAverage
 from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model, validation_epochs
 from ddbench.training.objectives import HardLabelObjective, TeacherSoftLabelObjective, soft_label_kl
-from ddbench.training.optim import build_optimizer, decay_param_groups
+from ddbench.training.optim import OptimizerRecipe, build_optimizer, decay_param_groups, with_settings
 from ddbench.training.parallel import local_share, shard_key
 from ddbench.training.recipe import TrainingRecipe, build_seeded_model, train_classifier
-from ddbench.training.schedule import SCHEDULES, WarmupCosine, build_epoch_scheduler, constant_lr, quarter_cosine
-from ddbench.training.steps import FitResult, fit
+from ddbench.training.schedule import SCHEDULES, EpochSchedule, WarmupCosine, build_epoch_scheduler, constant_lr, quarter_cosine
+from ddbench.training.steps import DivergenceKnobs, FitResult, fit
 
 __all__ = [
     "SCHEDULES",
     "CutMix",
+    "DivergenceKnobs",
+    "EpochSchedule",
     "EpochBatches",
     "ExponentialMovingAverage",
     "FitResult",
     "HardLabelObjective",
     "MixedBatch",
+    "OptimizerRecipe",
     "Precision",
     "ResumePoint",
     "TeacherSoftLabelObjective",
@@ -67,4 +71,5 @@ __all__ = [
     "train_classifier",
     "train_model",
     "validation_epochs",
+    "with_settings",
 ]
