@@ -6,10 +6,11 @@ optimiser recipe every trainer's config embeds."""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-from typing import Any, Optional, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Optional, Sequence, TypeVar
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # imported where used: configs embed OptimizerRecipe, and `--help` imports configs without torch
+    import torch
+    from torch import nn
 
 from ddbench.core.errors import ConfigError
 
@@ -58,6 +59,8 @@ def build_optimizer(
     lr_by_name: Sequence[tuple[str, float]] = (),
 ) -> torch.optim.Optimizer:
     """`adamw` (RDED protocol, VAR, DiT) or `sgd` (with Nesterov-free momentum), over `decay_param_groups`."""
+    import torch
+
     groups = decay_param_groups(model, weight_decay, no_decay_names=no_decay_names, lr_by_name=lr_by_name)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))

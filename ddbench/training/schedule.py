@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from ddbench.core.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used (see optim.py)
+    import torch
 
 
 def quarter_cosine(epoch: int, epochs: int) -> float:
@@ -70,6 +71,8 @@ def build_epoch_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: i
     if name not in SCHEDULES:
         raise ConfigError(f"unknown lr schedule {name!r}; use one of {', '.join(SCHEDULES)}")
     factor = SCHEDULES[name]
+    import torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factor(epoch, epochs))
 
 

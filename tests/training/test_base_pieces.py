@@ -202,7 +202,7 @@ def test_fit_stops_a_finite_explosion_as_it_stops_a_nan():
 def test_every_trainer_config_embeds_the_optimizer_recipe_and_takes_its_keys_flat():
     from dataclasses import fields
 
-    from ddbench.generators.dit.finetune import MinimaxFinetuneConfig
+    from ddbench.methods.minimax.finetune import MinimaxFinetuneConfig
     from ddbench.generators.dit.training import DiTTrainConfig
     from ddbench.generators.var.configs import TrainConfig
     from ddbench.methods.hieramp.finetune import FinetuneConfig
