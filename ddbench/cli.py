@@ -13,7 +13,7 @@ from rich.table import Table as RichTable
 from ddbench.core import distributed, paths, registry
 from ddbench.core.config import parse_overrides
 from ddbench.core.errors import ConfigError, DDBenchError
-from ddbench.core.rich_progress import RichProgress
+from ddbench.terminal import RichProgress
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
@@ -119,7 +119,9 @@ def evaluation_options(function):
                      help="Config override: method.KEY, evaluator.KEY, <evaluator>.KEY or a bare KEY."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
         click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite)."),
-        click.option("--force", is_flag=True, help="Redo evaluations already in the results database."),
+        click.option("--force", is_flag=True, help="Redo evaluations already in the results database (also those "
+                                                   "made by other evaluator code: new rows)."),
+        click.option("--keep-results", is_flag=True, help="Keep rows made by other evaluator source instead of stopping."),
         click.option("--dist-mode", type=click.Choice(["jobs", "ddp"]), default="jobs", show_default=True,
                      help="Under torchrun: give each process whole evaluation jobs (jobs), or train every job on "
                           "all processes with DistributedDataParallel (ddp)."),
@@ -147,23 +149,23 @@ def _print_rows(rows, skipped: int) -> None:
 @click.option("--distill-seed", type=int, default=0, show_default=True, help="Seed of the distillation itself.")
 @click.option("--out", type=click.Path(), default=None, help="Distilled-set folder (default $DDBENCH_HOME/runs/...).")
 @click.option("--save-saliency", is_flag=True, help="Methods with class tokens: write per-scale saliency maps to <run>/saliency/.")
+@click.option("--redistill", is_flag=True, help="The run folder holds a set made by other method source: move it aside "
+                                                "and distill again with the current code.")
+@click.option("--keep-set", is_flag=True, help="The run folder holds a complete set made by other method source: "
+                                               "evaluate it as it is (its rows stay with the old code's configuration).")
 @evaluation_options
-def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resolution, evaluators, students, teachers, teacher_ckpt,
-        teacher_class_order, teacher_norm, teacher_recipe, seeds, overrides, device, results, force, dist_mode):
+def run(method, dataset, ipc, distill_seed, out, save_saliency, redistill, keep_set, **options):
     """Distill, then evaluate every student for every seed; results go to the database."""
     from ddbench.core.pipeline import RunRequest, run as run_pipeline
 
+    if redistill and keep_set:
+        raise ConfigError("--redistill and --keep-set contradict each other; pass one of them")
+    provider, request_options = _evaluation_request(options)
     if save_saliency:
-        overrides = (*overrides, "method.save_saliency=true")
-
-    request = RunRequest(
-        method=method, dataset=dataset, ipc=ipc, data_root=data_root, resolution=resolution, seeds=_int_list(seeds, "--seeds"),
-        distill_seed=distill_seed, evaluators=_name_list(evaluators), students=_name_list(students),
-        teachers=_name_list(teachers), overrides=parse_overrides(overrides), device=device, out_dir=out,
-        results_path=results, force=force, dist_mode=dist_mode,
-    )
-    summary = run_pipeline(request, teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order, teacher_norm),
-                           RichProgress(err_console))
+        request_options["overrides"] = {**request_options["overrides"], "method.save_saliency": "true"}
+    request = RunRequest(method=method, dataset=dataset, ipc=ipc, distill_seed=distill_seed, out_dir=out,
+                         on_code_change="redistill" if redistill else "keep" if keep_set else "stop", **request_options)
+    summary = run_pipeline(request, provider, RichProgress(err_console))
     console.print(f"distilled set: {summary.distilled.root} ({summary.distill_time_s:.1f} s)")
     console.print(f"configuration: {escape(summary.identity.label)} ({summary.identity.configuration})", highlight=False)
     _print_rows(summary.rows, summary.skipped)
@@ -173,20 +175,30 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, data_root, resol
 @click.argument("folder", type=click.Path())
 @click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
 @evaluation_options
-def eval_command(folder, dataset, data_root, resolution, evaluators, students, teachers, teacher_ckpt, teacher_class_order,
-                 teacher_norm, teacher_recipe, seeds, overrides, device, results, force, dist_mode):
+def eval_command(folder, dataset, **options):
     """Evaluate a distilled folder (images/<class>/<i>.png, class folders made by another tool, or
     DD-Ranking's tensors: images.pt [+ labels.pt], class-major, normalised)."""
     from ddbench.core.dd_ranking import readable_folder
-    from ddbench.core.pipeline import evaluate_folder
+    from ddbench.core.pipeline import EvalRequest, evaluate_folder
 
-    rows, skipped = evaluate_folder(
-        readable_folder(folder, dataset, data_root, resolution), dataset, data_root, _name_list(evaluators), _name_list(students), _name_list(teachers),
-        _int_list(seeds, "--seeds"), parse_overrides(overrides), device, results,
-        teacher_provider(teacher_ckpt, teacher_recipe, teacher_class_order, teacher_norm),
-        RichProgress(err_console), force, resolution, dist_mode,
-    )
+    provider, request_options = _evaluation_request(options)
+    folder = readable_folder(folder, dataset, request_options["data_root"], request_options["resolution"])
+    rows, skipped = evaluate_folder(EvalRequest(folder=folder, dataset=dataset, **request_options), provider,
+                                    RichProgress(err_console))
     _print_rows(rows, skipped)
+
+
+def _evaluation_request(options: dict) -> tuple[object, dict]:
+    """(teacher provider, the EvalOptions fields) from the options `evaluation_options` adds."""
+    provider = teacher_provider(options.pop("teacher_ckpt"), options.pop("teacher_recipe"),
+                                options.pop("teacher_class_order"), options.pop("teacher_norm"))
+    return provider, dict(
+        data_root=options["data_root"], resolution=options["resolution"], seeds=_int_list(options["seeds"], "--seeds"),
+        evaluators=_name_list(options["evaluators"]), students=_name_list(options["students"]),
+        teachers=_name_list(options["teachers"]), overrides=parse_overrides(options["overrides"]),
+        device=options["device"], results_path=options["results"], force=options["force"],
+        keep_results=options["keep_results"], dist_mode=options["dist_mode"],
+    )
 
 
 @main.command()

@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ddbench.analysis.tokens import METRICS, OUTCOMES
+from ddbench.analysis.token_usage import METRICS, OUTCOMES
 from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import NO_STUDENT
 from ddbench.core.images import open_rgb

@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional, Sequence
 import ddbench
 from ddbench.analysis import figures
 from ddbench.analysis.diagnose import ANALYSIS_DIR, RESULT_FILE
-from ddbench.analysis.tokenise import open_run
+from ddbench.analysis.run_tokeniser import open_run
 from ddbench.core import registry
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DDBenchError

@@ -11,7 +11,6 @@ the dataset's class names.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,7 +24,7 @@ import ddbench
 from ddbench.core import distributed
 from ddbench.core.errors import DistilledSetError
 from ddbench.core.files import disk_errors, locked, remove_stale_temporaries, temporary_sibling, write_atomic
-from ddbench.core.hashing import sha256_file
+from ddbench.core.hashing import StableDigest, sha256_file
 from ddbench.core.identity import RunIdentity
 from ddbench.core.images import ImageFileDataset, list_images
 
@@ -295,7 +294,7 @@ class DistilledSet:
     def content_hash(self) -> str:
         """One hash over all image checksums: two sets with equal hashes hold the same images."""
         joined = "\n".join(f"{k} {v}" for k, v in sorted(self.manifest["files"].items()))
-        return hashlib.sha256(joined.encode()).hexdigest()
+        return StableDigest(joined).hexdigest()
 
     @property
     def identity(self) -> RunIdentity:
@@ -388,7 +387,7 @@ def _identity_difference(stored: dict[str, Any], identity: RunIdentity) -> str:
     if not stored:
         return "it was made by an older ddbench, without a run identity"
     wanted = identity.to_dict()
-    differing = [key for key in ("method", "config", "dataset", "ipc", "seed", "weights", "version")
+    differing = [key for key in ("method", "code", "source", "config", "dataset", "ipc", "seed", "weights", "version")
                  if json.dumps(stored.get(key), sort_keys=True) != json.dumps(wanted.get(key), sort_keys=True)]
     return f"differs in {', '.join(differing) or 'its identity key'}"
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import pickle
 import re
@@ -26,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from ddbench.core.errors import StorageError
+from ddbench.core.hashing import stable_hash
 
 #: errno -> (what happened, what to do)
 DISK_ERRNOS = {
@@ -68,7 +68,7 @@ def disk_errors(path: str | os.PathLike, doing: str = "write") -> Iterator[None]
 
 # ----- temporary names -----
 def _host_tag() -> str:
-    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:6]
+    return stable_hash(socket.gethostname(), 6)
 
 
 def temporary_sibling(path: str | os.PathLike) -> Path:

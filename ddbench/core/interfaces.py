@@ -20,6 +20,7 @@ from torch import nn
 from ddbench.core.config import EmptyConfig, config_to_dict, resolve_config
 from ddbench.core.errors import ConfigError
 from ddbench.core.hashing import stable_hash
+from ddbench.core.identity import EvalIdentity, PluginCode, plugin_code
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 
@@ -134,6 +135,9 @@ class PluginBase:
     #: named presets chosen with the config key `ablation` (e.g. the paper's ablation rows)
     ablations: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     needs_teacher: ClassVar[bool] = False
+    #: modules whose source files are this plugin's code fingerprint (default: the package its
+    #: class's module belongs to); add the shared modules whose changes change its output
+    source_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any = None):
         self.config = config if config is not None else self.Config()
@@ -246,7 +250,17 @@ class DistillTask:
 
 class Method(PluginBase, abc.ABC):
     """A distillation method. Subclasses implement `distill_class`; the loop, resume and atomic
-    writing are shared here. Methods never train students."""
+    writing are shared here. Methods never train students.
+
+    `version` is part of the run identity: bump it when a change of the method's code changes its
+    output on purpose. Changes that are not declared are still seen: the source fingerprint of
+    `source_modules` is recorded, and a set made by other source is never reused silently."""
+
+    version: ClassVar[int | str] = 1
+
+    @classmethod
+    def code(cls) -> PluginCode:
+        return plugin_code(cls, cls.version)
 
     def weights_identity(self, dataset: DatasetSpec) -> dict[str, str]:
         """{role: sha256} of the weight files this method will load for `dataset` (generator,
@@ -297,6 +311,8 @@ class EvalTask:
     progress: Progress = field(default_factory=NullProgress)
     #: where a long training may keep resumable state; file names must be unique to what they train
     workdir: Path | None = None
+    #: what this evaluation is (set by the pipeline): names its resume state
+    identity: EvalIdentity | None = None
 
 
 @dataclass
@@ -325,6 +341,10 @@ class Evaluator(PluginBase, abc.ABC):
     protocol_version: ClassVar[int] = 1
     needs_student: ClassVar[bool] = True
     seeded: ClassVar[bool] = True
+
+    @classmethod
+    def code(cls) -> PluginCode:
+        return plugin_code(cls, cls.protocol_version)
 
     @abc.abstractmethod
     def evaluate(self, distilled: "DistilledSet", task: EvalTask) -> EvalResult: ...

@@ -1,5 +1,5 @@
-"""The results store: embedded SQLite (WAL), one row per (run, evaluator with its protocol
-version and config, teacher, student, seed).
+"""The results store: embedded SQLite (WAL), one row per evaluation: `EvalIdentity.key`, i.e.
+(run, evaluator with its code and config, teacher, student, seed).
 
 Each row describes itself: the run identity (configuration key, readable label, resolved method
 config, weights, dataset fingerprint, distillation seed), the evaluator's resolved config and the
@@ -25,22 +25,30 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import ddbench
 from ddbench.core.errors import ConfigError, ResultsError, StorageError
+from ddbench.core.identity import EvalIdentity, RunIdentity
+
+if TYPE_CHECKING:  # the leaderboard reads results without importing torch
+    from ddbench.core.interfaces import EvalResult
 
 #: bumped when the table changes; an older table is kept aside as `results_v<N>` (not shown)
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
+    eval_key TEXT NOT NULL UNIQUE,
+    eval_base_key TEXT NOT NULL,
     run_id TEXT NOT NULL,
+    run_key TEXT NOT NULL,
     created_at TEXT NOT NULL,
     configuration TEXT NOT NULL,
     label TEXT NOT NULL,
     method TEXT NOT NULL,
     method_config TEXT NOT NULL,
+    method_code TEXT,
     weights TEXT NOT NULL,
     dataset TEXT NOT NULL,
     dataset_fingerprint TEXT NOT NULL,
@@ -52,6 +60,7 @@ CREATE TABLE IF NOT EXISTS results (
     evaluator_config TEXT NOT NULL,
     evaluator_config_hash TEXT NOT NULL,
     evaluator_label TEXT NOT NULL,
+    evaluator_code TEXT,
     recipe TEXT,
     details TEXT,
     student TEXT NOT NULL,
@@ -66,10 +75,10 @@ CREATE TABLE IF NOT EXISTS results (
     distilled_hash TEXT NOT NULL,
     versions TEXT NOT NULL,
     git_hash TEXT,
-    wall_time_s REAL NOT NULL,
-    UNIQUE (run_id, evaluator, evaluator_protocol, evaluator_config_hash, student, teacher_key, seed)
+    wall_time_s REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS results_lookup ON results (dataset, ipc, evaluator, configuration, student)
+CREATE INDEX IF NOT EXISTS results_lookup ON results (dataset, ipc, evaluator, configuration, student);
+CREATE INDEX IF NOT EXISTS results_base ON results (eval_base_key)
 """
 #: how long a writer waits for another process's write lock, and how often it then tries again
 BUSY_TIMEOUT_S = 60.0
@@ -113,6 +122,43 @@ class ResultRow:
     versions: dict[str, str] = field(default_factory=lambda: software_versions())
     git_hash: str | None = field(default_factory=lambda: git_hash())
     created_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    method_code: dict[str, Any] | None = None  # RunIdentity.code: version, distribution, source
+    evaluator_code: dict[str, Any] | None = None  # EvalIdentity.code
+    run_key: str = ""  # RunIdentity.key
+    eval_key: str = ""  # EvalIdentity.key: the row's unique key
+    eval_base_key: str = ""  # EvalIdentity.base_key: the same evaluation under other evaluator source
+
+    def __post_init__(self) -> None:
+        """A row built by hand (a test, a copy) without identities gets them from its own columns."""
+        if not self.eval_key:
+            identity = EvalIdentity(
+                run_key=self.run_key or self.run_id, evaluator=self.evaluator,
+                code=self.evaluator_code or {"version": self.evaluator_protocol},
+                config={"hash": self.evaluator_config_hash}, teacher_key=self.teacher_key, student=self.student,
+                seed=self.seed)
+            self.eval_key, self.eval_base_key = identity.key, identity.base_key
+        self.run_key = self.run_key or self.run_id
+
+    @classmethod
+    def from_evaluation(
+        cls, result: EvalResult, run: RunIdentity, evaluation: EvalIdentity, *, dataset: str, resolution: int,
+        dataset_fingerprint: str, ipc: int, evaluator_label: str, distilled_path: str, distilled_hash: str,
+        wall_time_s: float, teacher: str | None, teacher_info: dict[str, Any] | None,
+    ) -> "ResultRow":
+        """The one way the pipeline makes a row: what ran (the identities) and what came out."""
+        details = result.details or {}
+        return cls(
+            run_id=run.run_id, run_key=run.key, configuration=run.configuration, label=run.label, method=run.method,
+            method_config=dict(run.config), method_code=dict(run.code), weights=dict(run.weights), dataset=dataset,
+            dataset_fingerprint=dataset_fingerprint, resolution=resolution, ipc=ipc, distill_seed=run.seed,
+            evaluator=evaluation.evaluator, evaluator_protocol=evaluation.protocol_version,
+            evaluator_config=dict(evaluation.config), evaluator_config_hash=evaluation.table,
+            evaluator_label=evaluator_label, evaluator_code=dict(evaluation.code), recipe=details.get("recipe"),
+            details=details, student=evaluation.student, seed=evaluation.seed, metric=result.primary,
+            value=result.value, metrics=result.metrics, distilled_path=distilled_path, distilled_hash=distilled_hash,
+            wall_time_s=wall_time_s, teacher=teacher, teacher_key=evaluation.teacher_key, teacher_info=teacher_info,
+            eval_key=evaluation.key, eval_base_key=evaluation.base_key,
+        )
 
 
 def software_versions() -> dict[str, str]:
@@ -142,7 +188,8 @@ def git_hash() -> str | None:
         return None
 
 
-JSON_COLUMNS = ("metrics", "method_config", "weights", "evaluator_config", "recipe", "details", "teacher_info", "versions")
+JSON_COLUMNS = ("metrics", "method_config", "method_code", "weights", "evaluator_config", "evaluator_code", "recipe", "details",
+                "teacher_info", "versions")
 
 
 class ResultsStore:
@@ -256,7 +303,7 @@ class ResultsStore:
         self.close()
 
     def add(self, row: ResultRow) -> None:
-        """Insert or replace the row of (run, evaluator, protocol, config, student, teacher, seed)."""
+        """Insert the row, or replace the one of the same evaluation (`eval_key`)."""
         values = dict(row.__dict__)
         bad = {name: value for name, value in {"value": row.value, **row.metrics}.items()
                if not isinstance(value, (int, float)) or not math.isfinite(value)}
@@ -279,17 +326,19 @@ class ResultsStore:
         except sqlite3.Error as exc:
             raise self._error(exc) from exc
 
-    def has(
-        self, run_id: str, evaluator: str, evaluator_protocol: int, evaluator_config_hash: str, student: str,
-        teacher_key: str, seed: int,
-    ) -> bool:
-        """Whether this evaluation already finished, so an interrupted run skips it."""
-        cursor = self._connection.execute(
-            "SELECT 1 FROM results WHERE run_id=? AND evaluator=? AND evaluator_protocol=? AND evaluator_config_hash=? "
-            "AND student=? AND teacher_key=? AND seed=?",
-            (run_id, evaluator, evaluator_protocol, evaluator_config_hash, student, teacher_key, seed),
-        )
-        return cursor.fetchone() is not None
+    def status(self, evaluation: EvalIdentity) -> str | None:
+        """"done" when this evaluation is stored; "other-code" when only the same evaluation by
+        other evaluator source is (never reused silently); None when it is still to do."""
+        if self._connection.execute("SELECT 1 FROM results WHERE eval_key=?", (evaluation.key,)).fetchone():
+            return "done"
+        if self._connection.execute("SELECT 1 FROM results WHERE eval_base_key=?", (evaluation.base_key,)).fetchone():
+            return "other-code"
+        return None
+
+    def sources_of(self, evaluation: EvalIdentity) -> list[str]:
+        """The evaluator source fingerprints of the stored rows of this evaluation under any code."""
+        found = self._connection.execute("SELECT evaluator_code FROM results WHERE eval_base_key=?", (evaluation.base_key,))
+        return sorted({json.loads(code or "{}").get("source", "?") for (code,) in found})
 
     def rows(self, **filters: Any) -> Iterator[dict[str, Any]]:
         """All rows matching the given column=value filters (None values are ignored)."""

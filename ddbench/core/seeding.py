@@ -6,17 +6,18 @@ across processes draws exactly what a single process would, and nothing depends 
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 import numpy as np
 import torch
 
+from ddbench.core.hashing import seed_from_key
+
 
 def derive_seed(seed: int, purpose: str, *indices: int) -> int:
     """A 63-bit seed that depends only on the arguments (stable across Python versions)."""
     key = f"{int(seed)}|{purpose}|" + "|".join(str(int(i)) for i in indices)
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little") >> 1
+    return seed_from_key(key)
 
 
 def torch_generator(seed: int, purpose: str, *indices: int, device: str | torch.device = "cpu") -> torch.Generator:

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ddbench.core.config import config_to_dict
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
+from ddbench.core.identity import EvalIdentity
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, EvalResult, EvalTask, Evaluator
 from ddbench.models.factory import INIT_STYLES, check_archs
 from ddbench.training import (
@@ -145,7 +144,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
                 "raise validate_last_fraction or lower validate_every"
             )
         details = {
-            "recipe": config_to_dict(recipe),
+            "recipe": recipe.record(),
             "config": config_to_dict(config),
             "student": {"arch": task.student, "init": config.student_init, "mean": list(mean), "std": list(std)},
             "val_top1_by_epoch": {str(epoch + 1): acc for epoch, acc in sorted(history.val_top1.items())},
@@ -162,18 +161,16 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
 
 
     def resume_point(self, distilled: DistilledSet, task: EvalTask, recipe: TrainingRecipe) -> ResumePoint | None:
-        """A state file unique to (evaluator config, recipe, distilled images, student, seed, teacher)."""
+        """A state file unique to this evaluation (`EvalIdentity`: run, evaluator code and config,
+        teacher, student, seed) and to what it trains (recipe, distilled images)."""
         if task.workdir is None or self.config.resume_every <= 0:
             return None
-        identity = {
-            "config": config_to_dict(self.config),
-            "recipe": config_to_dict(recipe),
-            "distilled": distilled.content_hash,
-            "teacher": task.teacher.checkpoint_sha256 if task.teacher else None,
-        }
-        key = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
-        path = task.workdir / f"{self.name}-{task.student}-seed{task.seed}-{key}.state.pt"
-        return ResumePoint(path, self.config.resume_every)
+        identity = task.identity or EvalIdentity(
+            run_key=distilled.content_hash, evaluator=self.name, code=self.code().to_dict(),
+            config=config_to_dict(self.config), student=task.student, seed=task.seed,
+            teacher_key=(task.teacher.checkpoint_sha256 or "") if task.teacher else "")
+        name = identity.state_name({"recipe": config_to_dict(recipe), "distilled": distilled.content_hash})
+        return ResumePoint(task.workdir / name, self.config.resume_every)
 
 
 def summarise_validations(history: TrainingHistory) -> dict[str, float]:

@@ -20,8 +20,6 @@ cached in `$DDBENCH_HOME/cache/frechet/`, keyed by the split's fingerprint and t
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from ddbench.core import paths
 from ddbench.core.distilled import DistilledSet
-from ddbench.core.hashing import cached_sha256_file
+from ddbench.core.hashing import StableDigest, cached_sha256_file, stable_hash
 from ddbench.core.errors import CheckpointError, ConfigError, DataError
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, EvalResult, EvalTask, Evaluator
@@ -114,14 +112,14 @@ def image_statistics(dataset: torch.utils.data.Dataset, indices: np.ndarray, res
 def split_fingerprint(dataset: DatasetSpec, split: torch.utils.data.Dataset) -> str:
     """What identifies the real images: the dataset's fingerprint, root, count, labels, and the files'
     names and sizes (file-backed splits) or the pixel bytes (array-backed ones)."""
-    digest = hashlib.sha256(json.dumps([dataset.fingerprint(), str(dataset.root), len(split)], sort_keys=True).encode())
+    digest = StableDigest([dataset.fingerprint(), str(dataset.root), len(split)])
     digest.update(np.asarray(list(getattr(split, "targets", [])), dtype=np.int64).tobytes())
     if hasattr(split, "samples"):
         for path, _ in split.samples:
             digest.update(f"{Path(path).name}:{Path(path).stat().st_size}".encode())
     elif hasattr(split, "images"):
         digest.update(np.ascontiguousarray(split.images).tobytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest(16)
 
 
 # ----- the evaluators -----
@@ -160,8 +158,8 @@ class FrechetEvaluator(Evaluator):
         indices = self.real_indices(split)
         cache = None
         if weights_key is not None:
-            key = hashlib.sha256(json.dumps([self.name, weights_key, split_fingerprint(dataset, split), dataset.resolution,
-                                             indices.tolist() if len(indices) < len(split) else "all"]).encode()).hexdigest()[:16]
+            key = stable_hash([self.name, weights_key, split_fingerprint(dataset, split), dataset.resolution,
+                               indices.tolist() if len(indices) < len(split) else "all"], 16)
             cache = paths.cache_dir("frechet") / dataset.name / f"{self.name}-{key}.npz"
             if cache.is_file():
                 with np.load(cache) as stored:

@@ -8,10 +8,11 @@ timm or torch) retrains the teacher instead of silently reusing one made from an
 
 from __future__ import annotations
 
-import hashlib
 from functools import lru_cache
 
 import torch
+
+from ddbench.core.hashing import StableDigest
 
 #: bump when a model's forward computation changes without its parameters changing
 MODEL_CODE_VERSION = 1
@@ -25,8 +26,8 @@ def definition_fingerprint(arch: str, num_classes: int, input_size: int) -> str:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = create_model(arch, num_classes, input_size)
-    digest = hashlib.sha256(f"v{MODEL_CODE_VERSION}|{type(model).__module__}.{type(model).__qualname__}".encode())
+    digest = StableDigest(f"v{MODEL_CODE_VERSION}|{type(model).__module__}.{type(model).__qualname__}")
     for name, tensor in model.state_dict().items():
-        digest.update(f"|{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        digest.update(f"|{name}|{tuple(tensor.shape)}|{tensor.dtype}")
         digest.update(tensor.detach().to(torch.float64).contiguous().numpy().round(6).tobytes())
-    return digest.hexdigest()[:16]
+    return digest.hexdigest(16)

@@ -7,7 +7,7 @@ import click
 
 
 def _progress():
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
 
     return RichProgress()
 

@@ -15,7 +15,6 @@ made elsewhere is taken to expect the ImageNet mean/std, as RDED's released teac
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import time
@@ -27,7 +26,7 @@ from torch import nn
 
 import ddbench
 from ddbench.core import distributed
-from ddbench.core.hashing import cached_sha256_file, sha256_file
+from ddbench.core.hashing import cached_sha256_file, sha256_file, stable_hash
 from ddbench.core.errors import CheckpointError, ConfigError, StorageError
 from ddbench.core.files import write_atomic
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, DatasetSpec, Teacher
@@ -209,8 +208,8 @@ class TeacherStore:
         checksum = cached_sha256_file(path)
         if rows is None and (tuple(mean), tuple(std)) == (IMAGENET_MEAN, IMAGENET_STD):
             return checksum
-        how = f"rows:{','.join(map(str, rows)) if rows is not None else 'sorted'}|mean:{list(mean)}|std:{list(std)}"
-        return hashlib.sha256(f"{checksum}|{how}".encode()).hexdigest()
+        return stable_hash({"checkpoint": checksum, "rows": rows if rows is not None else "sorted", "mean": list(mean),
+                            "std": list(std)})
 
     def checkpoint_constants(self, path: Path, dataset: DatasetSpec,
                              payload: Any = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -243,7 +242,7 @@ class TeacherStore:
         """A checkpoint's val top-1, measured once per (teacher key, arch, dataset fingerprint) and
         kept under the cache root: measuring a foreign file again cost minutes on every call."""
         what = {"teacher_key": key, "arch": arch, "dataset": dataset.fingerprint()}
-        memo = self.root / "measured" / f"{hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:20]}.json"
+        memo = self.root / "measured" / f"{stable_hash(what, 20)}.json"
         if memo.is_file():
             try:
                 return float(json.loads(memo.read_text())["accuracy"])

@@ -22,6 +22,7 @@ class InterruptedRandom(RandomSubset):
     """Dies after `stop_after` classes, like a run killed mid-way."""
 
     stop_after = 4
+    source_modules = ("ddbench.methods.random",)  # random's code, only killed mid-way: the same run identity
 
     def distill_class(self, task, class_index):
         if class_index == self.stop_after:

@@ -4,7 +4,7 @@ import io
 
 from rich.console import Console
 
-from ddbench.core.rich_progress import RichProgress
+from ddbench.terminal import RichProgress
 
 
 def test_non_terminal_output_gets_start_periodic_and_end_lines():

@@ -2,6 +2,7 @@ import json
 import sqlite3
 
 from ddbench.core.leaderboard import build_tables, to_csv, to_json, to_markdown
+from ddbench.core.identity import EvalIdentity
 from ddbench.core.results import ResultRow, ResultsStore
 
 
@@ -18,6 +19,13 @@ def make_row(method, student, seed, value, teacher=None, configuration=None, lab
     )
 
 
+def identity_of(row: ResultRow) -> EvalIdentity:
+    """The identity a hand-built row's key was derived from (see ResultRow.__post_init__)."""
+    return EvalIdentity(run_key=row.run_key, evaluator=row.evaluator, code={"version": row.evaluator_protocol},
+                        config={"hash": row.evaluator_config_hash}, teacher_key=row.teacher_key, student=row.student,
+                        seed=row.seed)
+
+
 def test_rows_round_trip_with_their_record(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite") as store:
         store.add(make_row("random", "resnet18", 0, 50.0, teacher="resnet18"))
@@ -25,10 +33,11 @@ def test_rows_round_trip_with_their_record(tmp_path):
         assert row["metrics"] == {"top1": 50.0} and row["evaluator_config"] == {"epochs": 3}
         assert row["recipe"] == {"lr": 0.001, "batch_size": 50} and row["evaluator_protocol"] == 1
         assert row["versions"]["ddbench"] and row["created_at"]
-        run_id = "digits/random-cfg-random-seed0"
-        assert store.has(run_id, "rded", 1, "abc", "resnet18", "sha-resnet18", 0)
-        assert not store.has(run_id, "rded", 1, "abc", "resnet18", "sha-resnet18", 1)
-        assert not store.has(run_id, "rded", 2, "abc", "resnet18", "sha-resnet18", 0)  # another protocol version
+        stored = make_row("random", "resnet18", 0, 50.0, teacher="resnet18")
+        assert store.status(identity_of(stored)) == "done"
+        assert store.status(identity_of(make_row("random", "resnet18", 1, 50.0, teacher="resnet18"))) is None
+        other_protocol = make_row("random", "resnet18", 0, 50.0, teacher="resnet18", protocol=2)
+        assert store.status(identity_of(other_protocol)) is None  # another protocol version
         store.add(make_row("random", "resnet18", 0, 60.0, teacher="resnet18"))  # a rerun replaces its row
         assert [r["value"] for r in store.rows()] == [60.0]
 

@@ -14,7 +14,7 @@ from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DistilledSetError
 from ddbench.core.interfaces import DistillTask, Method, Teacher
 from ddbench.core.leaderboard import build_tables, to_json
-from ddbench.core.pipeline import TeacherCache, build_identity, build_plugin, distill, evaluate
+from ddbench.core.pipeline import EvalOptions, TeacherCache, build_identity, build_plugin, distill, evaluate
 from ddbench.core.progress import NullProgress
 from ddbench.core.results import ResultsStore
 from ddbench.evaluators.hard_label import HardLabelEvaluator
@@ -64,8 +64,8 @@ def run_job(tmp_path, store, overrides=None, distill_seed=0, evaluator_cls=HardL
     out = tmp_path / "runs" / identity.run_id
     distilled = distill(method, dataset, 2, distill_seed, out, CPU, None, NullProgress(), identity)
     teachers = TeacherCache(StandInTeachers(), CPU, NullProgress())
-    rows, skipped = evaluate(distilled, dataset, [evaluator], ["convnet3"], ["convnet3"], seeds, CPU, store,
-                             teachers, NullProgress(), force, identity)
+    options = EvalOptions(students=["convnet3"], teachers=["convnet3"], seeds=seeds, device="cpu", force=force)
+    rows, skipped = evaluate(distilled, dataset, [evaluator], options, store, teachers, NullProgress(), identity)
     return identity, distilled, rows, skipped
 
 

@@ -14,7 +14,7 @@ import torch
 from ddbench.core.config import resolve_config
 from ddbench.core.errors import CheckpointError
 from ddbench.core.interfaces import NO_STUDENT, EvalTask, Teacher
-from ddbench.core.pipeline import TeacherCache, evaluate
+from ddbench.core.pipeline import EvalOptions, TeacherCache, evaluate
 from ddbench.core.results import ResultsStore
 from ddbench.evaluators import frechet
 from ddbench.models import create_model
@@ -111,7 +111,7 @@ def test_pipeline_writes_one_row_for_an_evaluator_without_students_or_seeds(tmp_
     with ResultsStore(tmp_path / "results.sqlite") as store:
         rows, skipped = evaluate(
             distilled, dataset, [frechet.TeacherFrechet(frechet.FrechetConfig(real_max_images=40))],
-            ["resnet18", "convnet3"], ["convnet3"], [3, 4, 5], torch.device("cpu"), store,
+            EvalOptions(students=["resnet18", "convnet3"], teachers=["convnet3"], seeds=[3, 4, 5], device="cpu"), store,
             TeacherCache(lambda *args: teacher, torch.device("cpu"), None))
         stored = list(store.rows())
     assert len(rows) == 1 and skipped == 0

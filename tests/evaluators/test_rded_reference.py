@@ -18,7 +18,7 @@ import torchvision
 from ddbench.core.config import resolve_config
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD
 from ddbench.evaluators.base import student_normalization
-from ddbench.evaluators.rded import RdedConfig, RdedEvaluator, rded_batch_size_and_lr
+from ddbench.evaluators.rded import RdedEvalConfig, RdedEvaluator, rded_batch_size_and_lr
 from ddbench.models import create_model
 from ddbench.training import CutMix, TeacherSoftLabelObjective, build_optimizer
 from ddbench.training.augment import normalize
@@ -66,7 +66,7 @@ SAME_LIBRARIES = (torch.__version__, torchvision.__version__) == (REFERENCE["tor
 
 def ddbench_student(case: dict) -> dict[str, torch.Tensor]:
     torch.manual_seed(case["torch_seed"])
-    model = create_model(case["ddbench_arch"], case["num_classes"], case["input_size"], init=RdedConfig.student_init)
+    model = create_model(case["ddbench_arch"], case["num_classes"], case["input_size"], init=RdedEvalConfig.student_init)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert len(state) == len(case["layers"])
     return state
@@ -128,7 +128,7 @@ class ReplayDraws:
 
 def run_first_steps(bn_stat_updates_per_step: int) -> tuple[list[float], torch.nn.Module]:
     steps = REFERENCE["first_steps"]
-    config = resolve_config(RdedConfig, RdedEvaluator.presets["cifar"], {"bn_stat_updates_per_step": bn_stat_updates_per_step})
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"], {"bn_stat_updates_per_step": bn_stat_updates_per_step})
     cifar10 = SimpleNamespace(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     mean, std = student_normalization(config, cifar10)
     pixels = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -164,7 +164,7 @@ def test_first_steps_match_rded_loss_for_loss():
     RDED's second, train-mode forward per step (only to log train accuracy) moves twice."""
     steps = REFERENCE["first_steps"]
     assert (steps["lr"], steps["temperature"], steps["weight_decay"]) == (1e-3, 20, 0.01)
-    assert RdedConfig.bn_stat_updates_per_step == 1
+    assert RdedEvalConfig.bn_stat_updates_per_step == 1
     losses, student = run_first_steps(bn_stat_updates_per_step=2)
     # The loss never sees running stats. It is a KL of two near-uniform distributions (T = 20), so
     # the float noise of another CPU's conv kernels shows at 1e-4 relative, and AdamW, which
@@ -182,7 +182,7 @@ def test_batch_size_and_lr_match_rded_argument_py():
     checked = 0
     for row in REFERENCE["batch_and_lr"]:
         name, family = SUBSETS[row["subset"]]
-        config = resolve_config(RdedConfig, RdedEvaluator.preset_for(SimpleNamespace(name=name, preset_family=family)))
+        config = resolve_config(RdedEvalConfig, RdedEvaluator.preset_for(SimpleNamespace(name=name, preset_family=family)))
         student, teacher = ARCHS[row["student"]], ARCHS[row["teacher"]]
         batch_size, lr = rded_batch_size_and_lr(config, row["ipc"], row["nclass"], student, teacher)
         case = f"{row['subset']} IPC {row['ipc']} {row['teacher']} -> {row['student']}"

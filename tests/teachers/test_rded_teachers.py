@@ -14,7 +14,7 @@ from rich.console import Console
 
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.progress import RecordingProgress
-from ddbench.core.rich_progress import RichProgress
+from ddbench.terminal import RichProgress
 from ddbench.datasets.imagenet import ImageNet100, ImageNette, ImageWoof
 from ddbench.teachers import RECIPES, TeacherStore, recipe_for, recipe_hash
 from ddbench.teachers.class_order import NAMED_ORDERS, rows_in_dataset_order
