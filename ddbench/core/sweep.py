@@ -22,13 +22,17 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable, Iterable, Sequence
 
+import torch
+
 from ddbench.core import paths, registry
-from ddbench.core.config import config_to_dict, parse_overrides
+from ddbench.core.config import parse_overrides
 from ddbench.core.errors import ConfigError, DDBenchError
 from ddbench.core.files import locked, process_alive, write_atomic
 from ddbench.core.grid import SweepJob
-from ddbench.core.interfaces import NO_STUDENT, TeacherProvider
-from ddbench.core.pipeline import build_identity, build_plugin, config_hash, make_evaluators, split_overrides
+from ddbench.core.interfaces import TeacherProvider
+from ddbench.core.pipeline import (EvalJob, EvalOptions, TeacherCache, build_identity, build_plugin, make_evaluators,
+                                   plan_jobs, split_overrides)
+from ddbench.core.progress import NullProgress
 from ddbench.core.results import ResultsStore
 
 EXECUTORS = ("local", "slurm")
@@ -50,14 +54,12 @@ def require_submitit():
 
 @dataclass(frozen=True)
 class Evaluation:
-    """One results row a job writes; `key` is the store's row key (`ResultsStore.has` arguments),
-    None while it cannot be known without running (a teacher not trained yet)."""
+    """One results row a job writes: (evaluator, teacher architecture, student, seed)."""
 
     evaluator: str
     teacher: str | None
     student: str
     seed: int
-    key: tuple | None
 
 
 @dataclass
@@ -65,7 +67,8 @@ class JobPlan:
     job: SweepJob
     evaluations: list[Evaluation] = field(default_factory=list)
     done: list[bool] = field(default_factory=list)
-    #: why the rows could not be listed (a missing data root, say: the job will say it too)
+    #: why the rows could not be listed or checked (a missing data root, rows made by other
+    #: evaluator code): the job will say it too
     problem: str = ""
     #: the problem is a bad name or value in the grid: running the job cannot help
     invalid: bool = False
@@ -75,11 +78,15 @@ class JobPlan:
         return bool(self.evaluations) and all(self.done)
 
 
+def _evaluation(job: EvalJob) -> Evaluation:
+    return Evaluation(job.evaluator.name, job.teacher_arch, job.student, job.seed)
+
+
 def plan_job(job: SweepJob, store: ResultsStore | None, teacher_provider: TeacherProvider | None = None,
              datasets: dict[tuple, Any] | None = None) -> JobPlan:
-    """The rows `job` writes and which of them `store` already has, computed as `ddbench run` would
-    (same dataset, resolved configs, run identity, teacher keys) without distilling or training.
-    `datasets` shares dataset objects (and their fingerprints) between the jobs of one sweep."""
+    """The rows `job` writes and which of them `store` already has, planned by the pipeline's own
+    `plan_jobs` (same dataset, resolved configs, run and evaluation identities, teacher keys)
+    without distilling or training. `datasets` shares dataset objects between a sweep's jobs."""
     plan = JobPlan(job)
     datasets = {} if datasets is None else datasets
     try:
@@ -94,34 +101,25 @@ def plan_job(job: SweepJob, store: ResultsStore | None, teacher_provider: Teache
         evaluators = make_evaluators(list(job.evaluators), dataset, evaluator_overrides)
         for evaluator in evaluators:
             evaluator.check_architectures(list(job.students), list(job.teachers))
-        identify = getattr(teacher_provider, "identify", None)
-
-        def teacher_key(arch: str) -> str | None:
-            return identify(dataset, arch) if identify is not None else None
-
-        run_id = None
-        method_teacher = teacher_key(job.teachers[0]) if method.needs_teacher else None
-        if not method.needs_teacher or method_teacher is not None:
-            teacher = SimpleNamespace(checkpoint_sha256=method_teacher, source="") if method.needs_teacher else None
-            run_id = build_identity(method, dataset, job.ipc, job.distill_seed, teacher).run_id  # type: ignore[arg-type]
+        options = EvalOptions(seeds=job.seeds, evaluators=job.evaluators, students=job.students, teachers=job.teachers)
+        teachers = TeacherCache(teacher_provider, torch.device("cpu"), NullProgress())
+        method_teacher = teachers.identify(dataset, job.teachers[0]) if method.needs_teacher else None
+        # a teacher still to be trained: its key, hence the run identity, is unknown until the job runs
+        known = not method.needs_teacher or method_teacher is not None
+        teacher = SimpleNamespace(checkpoint_sha256=method_teacher or "unknown", source="") if method.needs_teacher else None
+        identity = build_identity(method, dataset, job.ipc, job.distill_seed, teacher)  # type: ignore[arg-type]
+        every, _ = plan_jobs(identity, dataset, evaluators, options, teachers, None)
     except DDBenchError as exc:
         plan.problem, plan.invalid = str(exc), isinstance(exc, ConfigError)
         return plan
-    for evaluator in evaluators:
-        evaluator_hash = config_hash(config_to_dict(evaluator.config))
-        archs: Sequence[str | None] = job.teachers if evaluator.needs_teacher else [None]
-        students = job.students if evaluator.needs_student else (NO_STUDENT,)
-        seeds = job.seeds if evaluator.seeded else job.seeds[:1]
-        for arch in archs:
-            known_teacher = teacher_key(arch) if arch else ""
-            for student in students:
-                for seed in seeds:
-                    key = None
-                    if run_id is not None and known_teacher is not None:
-                        key = (run_id, evaluator.name, evaluator.protocol_version, evaluator_hash, student, known_teacher, seed)
-                    plan.evaluations.append(Evaluation(evaluator.name, arch, student, seed, key))
-    plan.done = [evaluation.key is not None and store is not None and store.has(*evaluation.key)
-                 for evaluation in plan.evaluations]
+    plan.evaluations = [_evaluation(evaluation) for evaluation in every]
+    pending = set(plan.evaluations)
+    if known and store is not None:
+        try:
+            pending = {_evaluation(evaluation) for evaluation in plan_jobs(identity, dataset, evaluators, options, teachers, store)[0]}
+        except ConfigError as exc:  # rows made by other evaluator code: `ddbench run` stops with this too
+            plan.problem = str(exc)
+    plan.done = [evaluation not in pending for evaluation in plan.evaluations]
     return plan
 
 
