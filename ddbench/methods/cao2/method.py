@@ -30,7 +30,8 @@ from ddbench.generators.dit.sampling_method import DiTSamplingConfig, DiTSamplin
 from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS
 from ddbench.methods.cao2.algorithm import (MODEL_TIMESTEPS, REFINE_LABELS, RefineOptions, per_image_timesteps,
                                             refine_latents, refine_timesteps, select_candidates, softmax_scores)
-from ddbench.methods.cao2.scorer import IMAGENET_SCORER, TEACHER, load_scorer, prepare_input, scorer_identity
+from ddbench.methods.cao2.scorer import (IMAGENET_SCORER, TEACHER, load_scorer, prepare_input, scorer_identity,
+                                         scorer_record)
 
 CANDIDATE_PURPOSE = "cao2-candidate"
 REFINE_PURPOSE = "cao2-refine"
@@ -90,8 +91,8 @@ class CaO2(DiTSamplingMethod):
         extra = super().manifest_extra(task)
         extra["sampling_seed"] = (f"candidates: (seed, {CANDIDATE_PURPOSE!r}, class, candidate); refinement eps, "
                                   f"timesteps, label dropout: (seed, {REFINE_PURPOSE!r}, class, image)")
-        extra["scorer"] = getattr(self, "scorer", None).record if getattr(self, "scorer", None) else {"scorer": config.scorer}
-        extra["scorer"].update({"input": config.scorer_input, "size": self.scorer_size(task.dataset)})
+        extra["scorer"] = {**scorer_record(config.scorer, task.teacher), "input": config.scorer_input,
+                           "size": self.scorer_size(task.dataset)}
         extra["candidates_per_class"] = config.candidates_factor * task.ipc
         extra["refine_timesteps"] = refine_timesteps(config.steps, config.refine_t_divisor) if config.refine_steps else []
         return extra

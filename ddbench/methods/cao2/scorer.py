@@ -64,6 +64,20 @@ def scorer_identity(scorer: str) -> dict[str, str]:
     return {"scorer": cached_sha256_file(path)}
 
 
+def scorer_record(scorer: str, teacher: Optional[Teacher]) -> dict[str, Any]:
+    """What the manifest says about the scorer, known before loading it."""
+    if scorer == TEACHER:
+        info = teacher.info() if teacher is not None else {}
+        return {"scorer": TEACHER, **{key: info.get(key) for key in ("arch", "checkpoint_sha256", "accuracy", "source")}}
+    if is_table_row(scorer):
+        from ddbench.generators import weights
+
+        entry = weights.get_entry(scorer)
+        return {"scorer": scorer, "sha256": weights.table_sha256(entry), "source": entry.repo_id or entry.url_base,
+                "architecture": dict(entry.architecture)}
+    return {"scorer": "file", "path": scorer, **scorer_identity(scorer)}
+
+
 def load_resnet18(path: Path, device: torch.device) -> torch.nn.Module:
     """torchvision's resnet18 with 1,000 classes from a state dict file (.safetensors or torch)."""
     import torchvision
@@ -95,9 +109,7 @@ def load_scorer(scorer: str, dataset: DatasetSpec, teacher: Optional[Teacher], g
                               f"{dataset.name} has {dataset.num_classes}")
         mean, std = teacher.normalization(dataset)
         model = teacher.model.to(device).eval()
-        return Scorer(model, tuple(range(dataset.num_classes)),
-                      {"scorer": TEACHER, **{k: teacher.info()[k] for k in ("arch", "checkpoint_sha256", "accuracy", "source")}},
-                      mean, std)
+        return Scorer(model, tuple(range(dataset.num_classes)), scorer_record(scorer, teacher), mean, std)
     if getattr(dataset, "imagenet1k_indices", None) is None:
         raise ConfigError(f"cao2: the ImageNet-1K scorer {scorer!r} cannot score {dataset.name} (no ImageNet-1K "
                           "class indices); use --set scorer=teacher")
@@ -105,11 +117,9 @@ def load_scorer(scorer: str, dataset: DatasetSpec, teacher: Optional[Teacher], g
         from ddbench.generators import weights
 
         path = weights.resolve_weights(scorer, progress=progress, option="--set scorer=FILE")
-        record = {"scorer": scorer, **weights.weights_record(weights.get_entry(scorer), path)}
     else:
         path = Path(scorer).expanduser()
-        record = {"scorer": "file", "path": str(path), "sha256": cached_sha256_file(path)}
-    return Scorer(load_resnet18(Path(path), device), tuple(generator_labels), record)
+    return Scorer(load_resnet18(Path(path), device), tuple(generator_labels), scorer_record(scorer, None))
 
 
 def prepare_input(decoded: torch.Tensor, scorer: Scorer, mode: str, size: int) -> torch.Tensor:
