@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
-import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,6 +17,7 @@ from tests.datasets.tiny_trees import make_wnid_tree
 from tests.generators.dit.helpers import tiny_model
 from tests.generators.hub_server import running_hub
 from tests.methods.cao2 import tiny as T
+from tests.methods.hieramp.test_imagenet_family import _bytes, _manifest  # the same served-release helpers
 
 WOOF_INDICES = [155, 159, 162, 167, 182, 193, 207, 229, 258, 273]
 #: a released width (384: 6 heads) so the release loader infers it, at a tiny depth and grid
@@ -41,12 +39,6 @@ def _serve(server, monkeypatch, name: str, payloads: dict[str, bytes], repo: str
     monkeypatch.setitem(weights.TABLE, name, dataclasses.replace(entry, files=files, **where))
 
 
-def _bytes(state) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
 @pytest.fixture
 def released(hub, monkeypatch):
     import torchvision
@@ -64,12 +56,6 @@ def released(hub, monkeypatch):
     _serve(hub, monkeypatch, "resnet18_tv_in1k", {"model.safetensors": save_safetensors(scorer.state_dict())},
            "timm/resnet18.tv_in1k")
     return hub
-
-
-def _manifest(output: str) -> dict:
-    folder = next(line.split("distilled set: ")[1].rsplit(" (", 1)[0] for line in output.splitlines()
-                  if line.startswith("distilled set: "))
-    return json.loads((Path(folder) / "manifest.json").read_text())
 
 
 def test_woof_resolves_the_weights_maps_classes_and_records_the_scorer(released, cli, tmp_path):
