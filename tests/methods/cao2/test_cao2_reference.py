@@ -124,3 +124,14 @@ def test_the_fixed_timestep_and_the_class_label_change_the_refinement(dit):
     labelled = refine_latents(*args, torch.tensor([193]), RefineOptions(steps=5, train_mode=False))
     close(upstream[0, :, 3, 2:5], image["latent_slice"][4], atol=2e-6)
     assert not torch.allclose(mapped, upstream) and not torch.allclose(labelled, upstream)
+
+
+def test_the_scorer_input_is_torchvisions_resize_of_the_raw_output():
+    """Upstream: `transforms.Resize((224, 224))` on the decoder output tensor (torchvision 0.17: bilinear,
+    antialias on tensors); the tiny models only upsample, where antialias does nothing, so check a downsample."""
+    from torchvision import transforms
+
+    decoded = torch.randn(2, 3, 256, 256, generator=torch.Generator().manual_seed(0)) * 1.5  # beyond [-1, 1]: kept
+    expected = transforms.Resize((224, 224), antialias=True)(decoded)
+    torch.testing.assert_close(scorer_input(decoded, 224), expected, atol=1e-5, rtol=1e-5)
+    assert scorer_input(decoded, 224).abs().max() > 1.5  # no clamping, no [0, 1] mapping
