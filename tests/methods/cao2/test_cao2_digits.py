@@ -69,6 +69,9 @@ def test_selection_keeps_the_teachers_confident_correct_candidates_and_seeds_are
     torch.testing.assert_close(other.candidates(task, 3, 8), latents, atol=1e-5, rtol=1e-5)  # batch never matters
     assert not torch.allclose(other.candidates(_task(teacher, seed=1), 3, 8), latents)
     refined = method.refine(task, 3, latents[chosen])
+    one_by_one = _method({"batch_size": "1"})
+    one_by_one.prepare(task)
+    torch.testing.assert_close(one_by_one.refine(task, 3, latents[chosen]), refined, atol=1e-5, rtol=1e-5)
     assert refined.shape == latents[chosen].shape and not torch.equal(refined, latents[chosen])
     assert torch.equal(_method({"refine_steps": "0"}).refine(task, 3, latents[chosen]), latents[chosen])
 
