@@ -42,7 +42,7 @@ from ddbench.core.interfaces import EvalTask
 from ddbench.evaluators.base import StudentEvalConfig, StudentTrainingEvaluator, student_normalization
 from ddbench.models import to_device
 from ddbench.teachers import accuracy_floor, measure_accuracy
-from ddbench.training import TeacherSoftLabelObjective, TrainingRecipe
+from ddbench.training import OptimizerRecipe, TeacherSoftLabelObjective, TrainingRecipe
 
 #: RDED's learning rates by student family (prefix of the arch name)
 LEARNING_RATES: dict[str, float] = {
@@ -148,10 +148,8 @@ class RdedEvaluator(StudentTrainingEvaluator):
         return TrainingRecipe(
             epochs=config.epochs,
             batch_size=batch_size,
-            lr=lr,
-            optimizer="adamw",
-            weight_decay=config.weight_decay,
-            betas=tuple(config.betas),
+            optim=OptimizerRecipe(lr=lr, optimizer="adamw", weight_decay=config.weight_decay, betas=tuple(config.betas),
+                                  precision="auto" if config.amp else "fp32"),
             schedule=config.schedule,
             crop_scale=(1.0 / factor, 1.0),
             flip=True,

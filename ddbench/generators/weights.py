@@ -65,7 +65,7 @@ class WeightsEntry:
     """A known set of generator weights: one file, or a folder of files (diffusers layout)."""
 
     name: str
-    kind: str  # vqvae | var | class-token-var | dit | sd-vae
+    kind: str  # vqvae | var | class-token-var | dit | sd-vae | classifier
     files: tuple[WeightFile, ...]
     repo_id: str | None = None  # Hugging Face hub repo; None with url_base (another host) or a local slot
     url_base: str | None = None  # the publisher's folder URL when the file is not on the hub
@@ -186,6 +186,16 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         licence="MIT", architecture=_SD_VAE_ARCH,
         checksum_source="git-lfs oids as pinned (revision f04b2c4b) in github.com/amy499/var-scale-audit "
                         "configs/dit_xl2_256.yaml; not verified against the hub here",
+    ),
+    # ----- classifiers a generator method scores its samples with (CaO2) -----
+    WeightsEntry(
+        name="resnet18_tv_in1k", kind="classifier", repo_id="timm/resnet18.tv_in1k",
+        files=(WeightFile("model.safetensors", None, None, "46.8 MB"),),
+        licence="BSD-3-Clause (torchvision)", label_space="imagenet1k",
+        checksum_source="none recorded here; the sha256 is computed on first use and recorded",
+        architecture={"model": "torchvision resnet18", "num_classes": 1000, "resolution": 224,
+                      "state_dict": "torchvision key names (timm's tv_in1k copy of resnet18-f37072fd.pth)"},
+        notes="torchvision's IMAGENET1K_V1 ResNet-18, the scorer CaO2's sample_*.py load with pretrained=True",
     ),
     # ----- shipped in the package (float16, trained or fine-tuned here on the digits dataset) -----
     _shipped("digits_vqvae", "vqvae", "generators/var/weights", "digits_vqvae.pt", "ddbench var reproduce-digits --out DIR",

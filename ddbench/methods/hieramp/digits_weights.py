@@ -25,12 +25,13 @@ from ddbench.generators.class_map import DATASET
 from ddbench.generators.var.shipped import DIGITS_VAR_ROW, DIGITS_VQVAE_ROW, SHIPPED_VAR, SHIPPED_VQVAE, load_digits_models
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
 from ddbench.methods.hieramp.model import ClassTokenVAR, load_class_token_var
+from ddbench.training import with_settings
 
 SHIPPED_FILE, SIDECAR = "digits_hieramp.pt", "digits_hieramp.json"  # *.pt: package data
 DIGITS_CLASS_TOKEN_ROW = "digits_var_cls"  # its row in the weights table
 REPRODUCE_COMMAND = weights.get_entry(DIGITS_CLASS_TOKEN_ROW).made_by
 #: the recipe of the shipped file (paper: 5 epochs, whole backbone trainable)
-DIGITS_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=32, lr=5e-4, seed=0)
+DIGITS_FINETUNE = with_settings(FinetuneConfig(), epochs=5.0, batch_size=32, lr=5e-4, seed=0)
 
 
 def _recorded_base(path: Path) -> Optional[str]:

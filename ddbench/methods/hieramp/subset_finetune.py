@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any, Optional
 
 import torch
@@ -32,12 +32,13 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators import weights
 from ddbench.generators.class_map import IMAGENET1K, generator_class_map
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
+from ddbench.training import with_settings
 
 BASE_VAR, BASE_VQVAE = "var_d16", "vae_ch160v4096z32"
-PAPER_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=768, lr=3e-4, warmup_fraction=0.02, precision="auto",
-                                checkpoint_every=500)
-SUBSET_FINETUNE = FinetuneConfig(epochs=10.0, batch_size=64, lr=1e-4, warmup_fraction=0.05, precision="auto",
-                                 checkpoint_every=200)
+PAPER_FINETUNE = with_settings(FinetuneConfig(), epochs=5.0, batch_size=768, lr=3e-4, warmup_fraction=0.02,
+                               precision="auto", checkpoint_every=500)
+SUBSET_FINETUNE = with_settings(FinetuneConfig(), epochs=10.0, batch_size=64, lr=1e-4, warmup_fraction=0.05,
+                                precision="auto", checkpoint_every=200)
 #: the assumption behind the time estimate: sustained bf16 throughput of one A100 (40% of 312 TFLOP/s)
 ASSUMED_GPU_FLOPS = 125e12
 ASSUMED_GPU = "one A100 at 40% of its 312 TFLOP/s bf16 peak"
@@ -127,7 +128,7 @@ def finetune_for_dataset(dataset: DatasetSpec, *, config: Optional[FinetuneConfi
 
 def recipe_with(dataset: DatasetSpec, **changes: Any) -> FinetuneConfig:
     """The dataset's recipe with explicit changes (e.g. fewer epochs from the command line)."""
-    return replace(finetune_recipe(dataset), **changes)
+    return with_settings(finetune_recipe(dataset), **changes)
 
 
 def finetuned_class_token_var(dataset: DatasetSpec, method: str) -> weights.GeneratorWeights:

@@ -8,7 +8,6 @@ are click only; errors are ddbench exceptions, which the top-level group prints 
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -55,13 +54,14 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
     from ddbench.generators.dit.training import DIGITS_PRESET
     from ddbench.methods.minimax.digits import DIGITS_MINIMAX, reproduce_digits_minimax
     from ddbench.methods.minimax.finetune import MinimaxFinetuneConfig, finetune_minimax
+    from ddbench.training import with_settings
 
     out_dir = Path(out) if out else paths.home() / "minimax" / dataset
     progress, resolved = RichProgress(), resolve_device(device)
     given = {key: value for key, value in dict(epochs=epochs, batch_size=batch_size, lr=lr, ema_decay=ema_decay,
                                                seed=seed, precision=precision).items() if value is not None}
     if from_ckpt is None and dataset == DIGITS_PRESET.dataset:  # the dataset the shipped small DiT knows
-        summary = reproduce_digits_minimax(out_dir, config=replace(DIGITS_MINIMAX, **given), device=resolved,
+        summary = reproduce_digits_minimax(out_dir, config=with_settings(DIGITS_MINIMAX, **given), device=resolved,
                                            progress=progress)
     else:
         spec = create_dataset(dataset, root=data_root)
@@ -71,7 +71,7 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
         model = load_dit(base, device=resolved)
         codec = load_sd_vae(vae, resolved, needed_by="ddbench minimax finetune", progress=progress)
         class_map = generator_class_map(spec, model.num_classes, generator=base)
-        config = MinimaxFinetuneConfig(**given)
+        config = with_settings(MinimaxFinetuneConfig(), **given)
         summary = finetune_minimax(model, codec, spec.split("train"), list(class_map.labels),
                                    out_dir, resolution=model.config.input_size * codec.downsample, config=config,
                                    device=resolved, progress=progress,
@@ -84,7 +84,7 @@ def finetune_command(dataset, data_root, from_ckpt, vae, out, epochs, batch_size
 def sample_command(classes, per_class, steps, cfg, seed, device, out):
     """Sample a grid from the shipped digits DiT after its Minimax fine-tune (`ddbench dit sample`: before it)."""
     from ddbench.core.device import resolve_device
-    from ddbench.core.rich_progress import RichProgress
+    from ddbench.terminal import RichProgress
     from ddbench.generators.dit.codecs import make_codec
     from ddbench.generators.dit.sampling import SamplingOptions, sample_grid
     from ddbench.generators.dit.training import DIGITS_PRESET

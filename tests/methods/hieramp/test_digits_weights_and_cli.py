@@ -63,9 +63,10 @@ def test_finetune_command_needs_checkpoints_except_for_digits(tiny_digits_base, 
 
 def test_identity_of_a_digits_class_token_var_still_to_be_made(isolated_home, monkeypatch):
     """Shipped file of another VQ-VAE: the identity names what it will be made from, with the value the
-    code gave before the weights table held the shipped rows (run identities of existing configurations)."""
+    code gave since the fine-tune recipe embeds the one OptimizerRecipe (it hashes the recipe's fields:
+    220026690be65122 while the optimiser fields were flat; the recipe's values did not change)."""
     monkeypatch.setattr(weights, "FIRST_USE", dataclasses.replace(weights.FIRST_USE, recorded_base=lambda path: "other"))
     assert weights.DIGITS_CLASS_TOKEN_VAR.identity() == {
-        "generator": "to-finetune:220026690be65122",
+        "generator": "to-finetune:8e18ae736c17062e",
         "vqvae": "460133ef8d264a51047794beeee0132bce03c0b1019f53159152d46926dc5971"}
     assert weights.FIRST_USE.cache_folder() == isolated_home / "cache" / "hieramp" / "digits" / "460133ef8d264a51"

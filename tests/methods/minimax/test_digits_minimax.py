@@ -40,7 +40,8 @@ def test_samples_are_recognised_as_recorded():
 
 def test_a_shipped_fine_tune_of_another_base_is_made_on_first_use_and_the_identity_says_so(isolated_home, monkeypatch):
     """The identity before the fine-tune exists names what it will be made from; the values are those the
-    code gave before the weights table held the shipped rows (run identities of existing configurations)."""
+    code gave since the fine-tune recipe embeds the one OptimizerRecipe (6084be3c0805f27f while the
+    optimiser fields were flat; the recipe's values did not change)."""
     import dataclasses
 
     from ddbench.methods.minimax import digits
@@ -49,7 +50,7 @@ def test_a_shipped_fine_tune_of_another_base_is_made_on_first_use_and_the_identi
     assert digits.FIRST_USE.source() is None  # neither the shipped file (another base) nor a cached one
     assert digits.DIGITS_MINIMAX_WEIGHTS.identity() == {
         "generator": "9211451c09ad65cb89dee60b2f62b5b9dba7f808b2d347691369fc0a40d84803",
-        "minimax": "to-finetune:6084be3c0805f27f"}
+        "minimax": "to-finetune:71b4ab3db4fcb4ff"}
     cached = digits.FIRST_USE.cache_folder() / SHIPPED_MINIMAX
     assert cached.parent == isolated_home / "cache" / "dit" / "digits" / "9211451c09ad65cb"
     cached.parent.mkdir(parents=True)
