@@ -38,5 +38,8 @@ def test_samples_are_recognised_as_recorded(which):
     model = load_digits_dit() if which == "dit_accuracy" else load_digits_minimax()[0]
     accuracy = sample_check(model, per_class=3)
     print(f"\n{which}: {accuracy:.0%} of 30 samples recognised (chance 10%)")
-    assert accuracy >= 0.6
+    # Measured here: 27/30 (DiT) and 25/30 (Minimax); seeds 1-4 give 26-27 and 25-28 of 30. The
+    # sampling is continuous (fixed noise), so another CPU's float noise can tip a borderline
+    # sample, not several; a label table at half scale gives 23/30.
+    assert accuracy >= 0.8
     assert abs(accuracy - shipped_info()["sample_check"][which]) <= 0.2  # 3 per class here, 10 in the record
