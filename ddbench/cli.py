@@ -77,7 +77,7 @@ class DDBenchGroup(click.Group):
         except DDBenchError as exc:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            err_console.print(f"[red]error:[/red] {escape(distributed.process_label())}{exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[red]error:[/red] {escape(distributed.process_label())}{escape(str(exc))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except OSError as exc:  # a full, read-only or forbidden disk anywhere: one line, not a traceback
             from ddbench.core.files import storage_error
@@ -211,10 +211,13 @@ def run(method, dataset, ipc, distill_seed, out, save_saliency, redistill, keep_
 @click.option("--dataset", default=None, help="Dataset the folder distils (read from manifest.json when present).")
 @evaluation_options
 def eval_command(folder, dataset, **options):
-    """Evaluate a distilled folder (images/<class>/<i>.png, or class folders made by another tool)."""
+    """Evaluate a distilled folder (images/<class>/<i>.png, class folders made by another tool, or
+    DD-Ranking's tensors: images.pt [+ labels.pt], class-major, normalised)."""
+    from ddbench.core.dd_ranking import readable_folder
     from ddbench.core.pipeline import EvalRequest, evaluate_folder
 
     provider, request_options = _evaluation_request(options)
+    folder = readable_folder(folder, dataset, request_options["data_root"], request_options["resolution"])
     rows, skipped = evaluate_folder(EvalRequest(folder=folder, dataset=dataset, **request_options), provider,
                                     RichProgress(err_console))
     _print_rows(rows, skipped)
@@ -242,14 +245,31 @@ def _evaluation_request(options: dict) -> tuple[object, dict]:
 @click.option("--format", "output_format", type=click.Choice(["table", "csv", "md", "json"]), default="table", show_default=True)
 @click.option("--output", type=click.Path(), default=None, help="Write the export to this file instead of stdout.")
 @click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
-def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results):
+@click.option("--compare", "compare_grid", default=None, metavar="GRID",
+              help="A paper's published numbers beside ours, per cell (a grid file or shipped grid, e.g. hieramp-table1).")
+@click.option("--storage", is_flag=True, help="Add each row's storage in MB (images, labels, teacher) to the output.")
+@click.option("--ddranking", is_flag=True,
+              help="DD-Ranking's HLR, IOR and LRS per configuration and student (with --dataset and --ipc).")
+def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid, storage, ddranking):
     """Configurations x students (mean ± std over seeds, n) from the results database."""
     from ddbench.core.leaderboard import EXPORTERS, build_tables
     from ddbench.core.results import ResultsStore
 
     path = Path(results) if results else paths.default_results_path()
+    if compare_grid:
+        from ddbench.sweeps.commands import print_comparison
+
+        return print_comparison(compare_grid, path, dataset, ipc, output_format, output)
+    if ddranking:
+        from ddbench.sweeps.commands import print_ddranking
+
+        return print_ddranking(path, dataset, ipc, output_format)
     with ResultsStore(path, readonly=True) as store:
         tables = build_tables(store, dataset=dataset, ipc=ipc, evaluator=evaluator, method=method, grid=grid)
+        if storage:
+            from ddbench.core.storage import attach_storage
+
+            attach_storage(store, tables)
     if not tables:
         raise ConfigError(f"no results match these filters in {path}")
     if output_format != "table":
@@ -265,8 +285,13 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
         rich_table.add_column(table.row_label)
         for column in table.columns:
             rich_table.add_column(escape(column), justify="right")
+        if storage:
+            rich_table.add_column("storage MB", justify="right")
         for row in table.rows:
             cells = [table.cells[(row, c)].render() if (row, c) in table.cells else "-" for c in table.columns]
+            if storage:
+                megabytes = table.row_extra.get(row, {}).get("storage_mb")
+                cells.append("-" if megabytes is None else f"{megabytes:.3f}")
             rich_table.add_row(escape(row), *cells)  # names like "random [teacher resnet18]" are not markup
         console.print(rich_table)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import ddbench
-from ddbench.analysis import figures, tokens
-from ddbench.analysis.tokenise import open_run, run_vqvae, tokenise
+from ddbench.analysis import figures, token_usage
+from ddbench.analysis.run_tokeniser import open_run, run_vqvae, tokenise
 from ddbench.core import registry
 from ddbench.core.device import resolve_device
 from ddbench.core.errors import ConfigError
@@ -50,7 +50,7 @@ def analyse_tokens(run_ref: str, vs_ref: Optional[str] = None, out_dir: Optional
         raise ConfigError(f"{runs[0].root} and {runs[1].root} were made with different VQ-VAEs ({vqvaes[0].source} vs "
                           f"{vqvaes[1].source}); Figure 3 compares two runs of the same generator")
     token_sets = [tokenise(run, vqvaes[0], resolved_device) for run in runs]
-    summaries = [tokens.summary(token_set) for token_set in token_sets]
+    summaries = [token_usage.summary(token_set) for token_set in token_sets]
     labels = _labels(runs)
     class_names = runs[0].class_names
     chosen = class_name if class_name is not None else class_names[0]
@@ -58,14 +58,14 @@ def analyse_tokens(run_ref: str, vs_ref: Optional[str] = None, out_dir: Optional
         raise ConfigError(f"--class {chosen!r} is not a class of {runs[0].root}; classes: {', '.join(class_names[:10])}"
                           + (" ..." if len(class_names) > 10 else ""))
     class_index = class_names.index(chosen)
-    unique_maps = {label: tokens.unique_per_position(token_set.of_class(class_index))
+    unique_maps = {label: token_usage.unique_per_position(token_set.of_class(class_index))
                    for label, token_set in zip(labels, token_sets)}
 
     out = Path(out_dir) if out_dir else default_output(runs[0].root, runs[1].root if vs_ref else None)
     out.mkdir(parents=True, exist_ok=True)
     written = {"usage": figures.token_usage(dict(zip(labels, summaries)), out / "token_usage.png").name,
                "figure4": figures.figure4(unique_maps, chosen, out / f"figure4_class_{class_index}.png").name}
-    comparison = tokens.compare_classes(summaries[0], summaries[1]) if vs_ref else None
+    comparison = token_usage.compare_classes(summaries[0], summaries[1]) if vs_ref else None
     if comparison is not None:
         written["figure3"] = figures.figure3(comparison, out / "figure3.png", labels[0], labels[1]).name
     record: dict[str, Any] = {

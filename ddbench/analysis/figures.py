@@ -8,7 +8,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ddbench.analysis.tokens import METRICS, OUTCOMES
+from ddbench.analysis.token_usage import METRICS, OUTCOMES
 from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import NO_STUDENT
 from ddbench.core.images import open_rgb
@@ -124,6 +124,28 @@ def leaderboard_bars(row_names: Sequence[str], column_names: Sequence[str],
     if list(column_names) != [NO_STUDENT]:
         axis.legend(title="student", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     axis.margins(y=0.12)
+    return _save(figure, path)
+
+
+def accuracy_vs_storage(points: Sequence[tuple[str, str, float, float, float, int]], path: Path, title: str,
+                        metric: str) -> Path:
+    """One marker per (leaderboard row, student): x = storage in MB (canonical images + labels +
+    teacher), y = mean with std error bars; the row's name beside it."""
+    plt = pyplot()
+    figure, axis = plt.subplots(figsize=(5.5, 3.2))
+    students = sorted({student for _, student, *_ in points})
+    for student in students:
+        mine = [point for point in points if point[1] == student]
+        axis.errorbar([p[2] for p in mine], [p[3] for p in mine], yerr=[p[4] for p in mine], fmt="o", capsize=3,
+                      label=student)
+        for row, _, megabytes, mean, _, n in mine:
+            axis.annotate(f"{row} (n={n})", (megabytes, mean), fontsize=6, xytext=(4, 2), textcoords="offset points")
+    axis.set_xlabel("storage (MB): images as PNG + labels + teacher", fontsize=8)
+    axis.set_ylabel(metric, fontsize=8)
+    axis.set_title(title, fontsize=8)
+    if students != [NO_STUDENT]:
+        axis.legend(title="student", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    axis.margins(x=0.2, y=0.15)
     return _save(figure, path)
 
 

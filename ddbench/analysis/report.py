@@ -22,12 +22,13 @@ from typing import Any, Iterable, Optional, Sequence
 import ddbench
 from ddbench.analysis import figures
 from ddbench.analysis.diagnose import ANALYSIS_DIR, RESULT_FILE
-from ddbench.analysis.tokenise import open_run
+from ddbench.analysis.run_tokeniser import open_run
 from ddbench.core import registry
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.errors import ConfigError, DDBenchError
 from ddbench.core.leaderboard import TABLE_KEYS, Table, build_tables
 from ddbench.core.results import ResultRow, ResultsStore
+from ddbench.core.storage import MB, storage_of_row
 
 PAGE = "index.html"
 ASSETS = "img"
@@ -125,7 +126,19 @@ def _identity(name: str, table: Table, behind: list[dict[str, Any]]) -> str:
             f"distilled sets {_e(', '.join(distilled))}</small>")
 
 
-def _leaderboard(table: Table, behind: dict[str, list[dict[str, Any]]], chart: Optional[str]) -> str:
+def _storage_points(table: Table, behind: dict[str, list[dict[str, Any]]], cache: dict) -> list[tuple]:
+    """(row, student, mean storage MB, mean, std, n) of every cell whose distilled sets are on disk."""
+    megabytes = {}
+    for row in table.rows:
+        found = [s for s in (storage_of_row(r, cache) for r in behind.get(row, [])) if s is not None]
+        if found:
+            megabytes[row] = sum(s.total_bytes for s in found) / len(found) / MB
+    return [(row, column, megabytes[row], cell.mean, cell.std, cell.n)
+            for (row, column), cell in sorted(table.cells.items()) if row in megabytes]
+
+
+def _leaderboard(table: Table, behind: dict[str, list[dict[str, Any]]], chart: Optional[str],
+                 storage_chart: Optional[str] = None) -> str:
     header = "".join(f"<th>{_e(column)}</th>" for column in table.columns)
     body = []
     for row in table.rows:
@@ -141,6 +154,8 @@ def _leaderboard(table: Table, behind: dict[str, list[dict[str, Any]]], chart: O
     direction = " (lower is better)" if lower_is_better(table.evaluator) else ""
     provenance = "".join(_provenance(row, behind.get(row, [])) for row in table.rows)
     image = f'<img src="{_e(chart)}" alt="bar chart of {_e(table.title)}">' if chart else ""
+    if storage_chart:
+        image += f'<img src="{_e(storage_chart)}" alt="accuracy against storage of {_e(table.title)}">'
     return (f'<section class="leaderboard" data-title="{_e(table.title)}" data-dataset="{_e(table.dataset)}" '
             f'data-ipc="{table.ipc}" data-evaluator="{_e(table.evaluator)}" data-metric="{_e(table.metric)}" '
             f'data-config="{_e(table.evaluator_config_hash)}">'
@@ -249,13 +264,17 @@ def write_report(selection: Selection, out_dir: str | Path, store_path: Optional
     if assets.exists():
         shutil.rmtree(assets)
     assets.mkdir(parents=True)
-    boards = []
+    boards, storage_cache = [], {}
     for index, table in enumerate(tables_of(selection.rows)):
         behind = rows_behind(table, selection.rows)
         cells = {key: (cell.mean, cell.std, cell.n) for key, cell in table.cells.items()}
         chart = figures.leaderboard_bars(table.rows, table.columns, cells, assets / f"leaderboard-{index}.png",
                                          table.title, table.metric, lower_is_better(table.evaluator))
-        boards.append(_leaderboard(table, behind, f"{ASSETS}/{chart.name}"))
+        points = _storage_points(table, behind, storage_cache)
+        storage_chart = figures.accuracy_vs_storage(points, assets / f"storage-{index}.png", table.title,
+                                                    table.metric) if points else None
+        boards.append(_leaderboard(table, behind, f"{ASSETS}/{chart.name}",
+                                   f"{ASSETS}/{storage_chart.name}" if storage_chart else None))
     runs = "".join(_run_section(run, assets) for run in selection.runs)
     missing = "".join(f"<li>{_e(path)}</li>" for path in selection.missing_runs)
     import matplotlib

@@ -91,6 +91,8 @@ class Table:
     method: str | None = None  # set for teacher x student grids, which show one configuration each
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     row_identities: dict[str, RowIdentity] = field(default_factory=dict)
+    #: more columns per row for the exports (e.g. `ddbench.core.storage.attach_storage`'s)
+    row_extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def title(self) -> str:
@@ -125,6 +127,7 @@ class Table:
                 "mean": round(cell.mean, 4), "std": round(cell.std, 4), "n": cell.n,
                 "eval_seeds": len(cell.eval_seeds), "distill_seeds": len(cell.distill_seeds),
                 "recipe": cell.recipes[0] if len(cell.recipes) == 1 else cell.recipes,
+                **self.row_extra.get(row, {}),
             })
         return records
 

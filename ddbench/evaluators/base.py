@@ -144,7 +144,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
                 "raise validate_last_fraction or lower validate_every"
             )
         details = {
-            "recipe": config_to_dict(recipe),
+            "recipe": recipe.record(),
             "config": config_to_dict(config),
             "student": {"arch": task.student, "init": config.student_init, "mean": list(mean), "std": list(std)},
             "val_top1_by_epoch": {str(epoch + 1): acc for epoch, acc in sorted(history.val_top1.items())},

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ddbench.core.distilled import DistilledSet
 from ddbench.core.interfaces import EvalTask
 from ddbench.evaluators.base import StudentEvalConfig, StudentTrainingEvaluator
-from ddbench.training import HardLabelObjective, TrainingRecipe
+from ddbench.training import HardLabelObjective, OptimizerRecipe, TrainingRecipe
 
 
 @dataclass
@@ -49,10 +49,8 @@ class HardLabelEvaluator(StudentTrainingEvaluator):
         return TrainingRecipe(
             epochs=config.epochs,
             batch_size=max(1, min(config.batch_size, len(distilled.samples))),
-            lr=config.lr,
-            optimizer=config.optimizer,
-            weight_decay=config.weight_decay,
-            momentum=config.momentum,
+            optim=OptimizerRecipe(lr=config.lr, optimizer=config.optimizer, weight_decay=config.weight_decay,
+                                  momentum=config.momentum, precision="auto" if config.amp else "fp32"),
             schedule=config.schedule,
             crop_scale=(config.crop_scale_min, 1.0),
             flip=True,

@@ -42,7 +42,7 @@ from ddbench.core.interfaces import EvalTask
 from ddbench.evaluators.base import StudentEvalConfig, StudentTrainingEvaluator, student_normalization
 from ddbench.models import to_device
 from ddbench.teachers import accuracy_floor, measure_accuracy
-from ddbench.training import TeacherSoftLabelObjective, TrainingRecipe
+from ddbench.training import OptimizerRecipe, TeacherSoftLabelObjective, TrainingRecipe
 
 #: RDED's learning rates by student family (prefix of the arch name)
 LEARNING_RATES: dict[str, float] = {
@@ -78,7 +78,7 @@ def rded_batch_size(ipc: int, num_classes: int) -> int:
 PAIR_OVERRIDE_KEYS = ("batch_size", "lr")
 
 
-def rded_batch_size_and_lr(config: "RdedConfig", ipc: int, num_classes: int, student: str, teacher: str | None) -> tuple[int, float]:
+def rded_batch_size_and_lr(config: "RdedEvalConfig", ipc: int, num_classes: int, student: str, teacher: str | None) -> tuple[int, float]:
     """The batch size and lr for one evaluation: an explicit `batch_size`/`lr` wins, then the
     (teacher, student) entry of `pair_overrides` ("teacher->student"), then the IPC and arch rules."""
     pair = dict(config.pair_overrides.get(f"{teacher}->{student}", {})) if teacher else {}
@@ -94,7 +94,7 @@ def rded_batch_size_and_lr(config: "RdedConfig", ipc: int, num_classes: int, stu
 
 
 @dataclass
-class RdedConfig(StudentEvalConfig):
+class RdedEvalConfig(StudentEvalConfig):
     epochs: int = 300
     #: None: the IPC rule (`rded_batch_size`)
     batch_size: int | None = None
@@ -125,7 +125,7 @@ class RdedEvaluator(StudentTrainingEvaluator):
     """Soft-label distillation from a frozen teacher, RDED's protocol (version 2: module docstring)."""
 
     name = "rded"
-    Config = RdedConfig
+    Config = RdedEvalConfig
     needs_teacher = True
     protocol_version = 2
     presets = {
@@ -148,10 +148,8 @@ class RdedEvaluator(StudentTrainingEvaluator):
         return TrainingRecipe(
             epochs=config.epochs,
             batch_size=batch_size,
-            lr=lr,
-            optimizer="adamw",
-            weight_decay=config.weight_decay,
-            betas=tuple(config.betas),
+            optim=OptimizerRecipe(lr=lr, optimizer="adamw", weight_decay=config.weight_decay, betas=tuple(config.betas),
+                                  precision="auto" if config.amp else "fp32"),
             schedule=config.schedule,
             crop_scale=(1.0 / factor, 1.0),
             flip=True,

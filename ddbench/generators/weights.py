@@ -1,7 +1,16 @@
 """The weights table: every generator weight file ddbench knows, in one place (timm style).
 
-Each entry names its files with their source, size and sha256 (where the publisher gives one),
-licence, architecture and label space. `resolve_weights(name)` finds the files in this order:
+Each row names its files with their source, size and sha256 (where the publisher gives one),
+licence, architecture and label space. A row is one of three sources:
+- released: on the Hugging Face hub or the publisher's site, downloaded into the cache on first use;
+- shipped in the package (`shipped_in`, a folder of package data): read where it is;
+- made here (`made_by`, the command that makes it): a class-token VAR fine-tuned for a dataset
+  (`class_token_slot`), or a shipped fine-tune that is made again on first use when it no longer
+  matches the row it was made from (`FirstUseFineTune`).
+Methods name rows by key; format-specific loading stays in `var/loading.py` and `dit/loading.py`.
+`GeneratorWeights` puts rows together into the generator a method samples for one dataset.
+
+`resolve_weights(name)` finds a released row's files in this order:
 
 1. an explicit path (`--set var_ckpt=PATH`): used as it is, never checked against the table;
 2. the cache `$DDBENCH_HOME/weights/<repo>/<file>`: checked against the table's sha256 (hashed
@@ -23,15 +32,17 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Optional
 
 from ddbench.core.errors import CheckpointError, ConfigError, FetchError
 from ddbench.core.files import disk_errors, locked
-from ddbench.core.hashing import cached_sha256_file
-from ddbench.core.paths import home
+from ddbench.core.hashing import cached_sha256_file, stable_hash
+from ddbench.core.paths import cache_dir, home
 from ddbench.core.progress import NullProgress, Progress
 
 HUB = "https://huggingface.co"
@@ -54,7 +65,7 @@ class WeightsEntry:
     """A known set of generator weights: one file, or a folder of files (diffusers layout)."""
 
     name: str
-    kind: str  # vqvae | var | class-token-var | dit | sd-vae
+    kind: str  # vqvae | var | class-token-var | dit | sd-vae | classifier
     files: tuple[WeightFile, ...]
     repo_id: str | None = None  # Hugging Face hub repo; None with url_base (another host) or a local slot
     url_base: str | None = None  # the publisher's folder URL when the file is not on the hub
@@ -64,8 +75,10 @@ class WeightsEntry:
     architecture: Mapping[str, Any] = field(default_factory=dict)
     #: label space of a class-conditional generator ("imagenet1k": 1,000 classes in WNID order)
     label_space: str | None = None
-    #: for entries ddbench makes itself (fine-tuned class-token VARs): the command that makes it
+    #: for entries ddbench makes itself (shipped files, fine-tuned class-token VARs): the command that makes it
     made_by: str | None = None
+    #: shipped in the package: the folder of package data holding the files, relative to the ddbench package
+    shipped_in: str | None = None
     notes: str = ""
 
     @property
@@ -78,6 +91,9 @@ class WeightsEntry:
         return self.repo_id or f"ddbench/{self.kind}"
 
     def cache_dir(self) -> Path:
+        """Where the files are: the package folder of a shipped row, else the weights cache."""
+        if self.shipped_in:
+            return Path(str(resources.files("ddbench").joinpath(self.shipped_in)))
         return home() / "weights" / self.cache_subdir
 
     def cache_path(self) -> Path:
@@ -97,7 +113,7 @@ class WeightsEntry:
             "name": self.name, "kind": self.kind, "repo_id": self.repo_id, "url_base": self.url_base,
             "revision": self.revision, "licence": self.licence, "label_space": self.label_space,
             "files": [{"filename": f.filename, "size": f.size, "sha256": f.sha256} for f in self.files],
-            "architecture": dict(self.architecture), "made_by": self.made_by,
+            "architecture": dict(self.architecture), "made_by": self.made_by, "shipped_in": self.shipped_in,
         }
 
 
@@ -116,6 +132,17 @@ _VAR_CHECKSUMS = ("git-lfs oids of FoundationVision/var, as pinned (revision 6d0
                   "github.com/amy499/var-scale-audit configs/*.yaml; not verified against the hub here")
 _SD_VAE_ARCH = {"class": "diffusers.AutoencoderKL", "latent_channels": 4, "downsample": 8, "scaling_factor": 0.18215,
                 "block_out_channels": [128, 256, 512, 512]}
+
+
+def _shipped(name: str, kind: str, folder: str, filename: str, made_by: str, architecture: Mapping[str, Any],
+             notes: str = "") -> WeightsEntry:
+    """A row shipped in the package: read where it is; its sha256 is computed on use (the sidecar JSON
+    beside it records the value it was made with)."""
+    return WeightsEntry(name=name, kind=kind, files=(WeightFile(filename),), shipped_in=folder, made_by=made_by,
+                        licence="MIT (ddbench)", label_space="dataset" if kind != "vqvae" else None,
+                        checksum_source="shipped in the package; computed on use, recorded in the sidecar JSON",
+                        architecture=architecture, notes=notes)
+
 
 _ENTRIES: tuple[WeightsEntry, ...] = (
     WeightsEntry(
@@ -160,6 +187,34 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         checksum_source="git-lfs oids as pinned (revision f04b2c4b) in github.com/amy499/var-scale-audit "
                         "configs/dit_xl2_256.yaml; not verified against the hub here",
     ),
+    # ----- classifiers a generator method scores its samples with (CaO2) -----
+    WeightsEntry(
+        name="resnet18_tv_in1k", kind="classifier", repo_id="timm/resnet18.tv_in1k",
+        files=(WeightFile("model.safetensors", None, None, "46.8 MB"),),
+        licence="BSD-3-Clause (torchvision)", label_space="imagenet1k",
+        checksum_source="none recorded here; the sha256 is computed on first use and recorded",
+        architecture={"model": "torchvision resnet18", "num_classes": 1000, "resolution": 224,
+                      "state_dict": "torchvision key names (timm's tv_in1k copy of resnet18-f37072fd.pth)"},
+        notes="torchvision's IMAGENET1K_V1 ResNet-18, the scorer CaO2's sample_*.py load with pretrained=True",
+    ),
+    # ----- shipped in the package (float16, trained or fine-tuned here on the digits dataset) -----
+    _shipped("digits_vqvae", "vqvae", "generators/var/weights", "digits_vqvae.pt", "ddbench var reproduce-digits --out DIR",
+             {"preset": "digits", "vocab_size": 256, "z_channels": 16, "ch": 32, "ch_mult": [1, 2],
+              "patch_nums": [1, 2, 3, 4, 6, 8], "resolution": 16}),
+    _shipped("digits_var", "var", "generators/var/weights", "digits_var.pt", "ddbench var reproduce-digits --out DIR",
+             {"preset": "digits", "depth": 4, "embed_dim": 64, "num_heads": 4, "num_classes": 10,
+              "patch_nums": [1, 2, 3, 4, 6, 8], "vqvae": "digits_vqvae"}),
+    _shipped("digits_dit", "dit", "generators/dit/weights", "digits_dit.pt", "ddbench dit reproduce-digits --out DIR",
+             {"preset": "digits", "depth": 6, "hidden_size": 96, "num_heads": 4, "patch_size": 1, "input_size": 8,
+              "num_classes": 10, "codec": "bilinear2x"}),
+    _shipped("digits_minimax", "dit-trainable-tensors", "methods/minimax/weights", "digits_minimax.pt",
+             "ddbench minimax finetune --dataset digits --out DIR",
+             {"base": "digits_dit", "holds": "the Minimax-trainable tensors of the fine-tuned EMA"},
+             notes="made again on first use when it does not record the sha256 of digits_dit"),
+    _shipped("digits_var_cls", "class-token-var", "methods/hieramp/weights", "digits_hieramp.pt",
+             "ddbench hieramp finetune --dataset digits --out DIR",
+             {"base": "digits_var", "class_tokens": 6, "class_head": 10},
+             notes="made again on first use when its sidecar does not record the sha256 of digits_vqvae"),
 )
 
 #: fine-tuned class-token VARs are made locally (no release links one); their slots are named here
@@ -232,6 +287,13 @@ def resolve_weights(entry: WeightsEntry | str, explicit: str | os.PathLike | Non
             raise CheckpointError(f"{path} (given for {entry.name}) does not exist; fix the path or drop it to use "
                                   f"the cache ({entry.cache_path()})")
         return path
+    if entry.shipped_in:
+        missing = [f.filename for f in entry.files if not (entry.cache_dir() / f.filename).is_file()]
+        if missing:
+            raise CheckpointError(f"{entry.name}: {entry.cache_dir() / missing[0]} is missing from the package; reinstall "
+                                  f"ddbench, or make it with `{entry.made_by}` and copy it there"
+                                  + (f", or pass {option}" if option else ""))
+        return entry.cache_path()
     missing = [f for f in entry.files if not (entry.cache_dir() / f.filename).is_file()]
     for weight_file in entry.files:
         if weight_file not in missing:
@@ -346,5 +408,83 @@ def known_sha256(entry: WeightsEntry | str) -> str | None:
         raise ConfigError(f"{entry.name} is a folder of {len(entry.files)} files; hash them one by one")
     if entry.files[0].sha256:
         return entry.files[0].sha256
-    path = entry.cache_path()
+    path = resolve_weights(entry) if entry.shipped_in else entry.cache_path()  # a shipped file must be there
     return cached_sha256_file(path) if path.is_file() else None
+
+
+def shipped_record(entry: WeightsEntry | str, sidecar: str) -> dict[str, Any]:
+    """The JSON record beside a shipped row's files (command, recipe, times, checks, sha256)."""
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    path = entry.cache_dir() / sidecar
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{entry.made_by}`")
+    return json.loads(path.read_text())
+
+
+def table_sha256(entry: WeightsEntry | str) -> str:
+    """`known_sha256`, or `unpublished:<name>` for a released file neither published nor cached yet."""
+    entry = get_entry(entry) if isinstance(entry, str) else entry
+    return known_sha256(entry) or f"unpublished:{entry.name}"
+
+
+def table_identity(**roles: WeightsEntry | str) -> Callable[[], dict[str, str]]:
+    """A `GeneratorWeights.identity` made of rows: {role: sha256} without loading anything, e.g.
+    `table_identity(generator="var_d16", vqvae="vae_ch160v4096z32")`."""
+    return lambda: {role: table_sha256(entry) for role, entry in roles.items()}
+
+
+# ----- generators made of rows -----
+@dataclass(frozen=True)
+class GeneratorWeights:
+    """The generator a method samples for one dataset when the user gives no checkpoint: rows of the
+    table (released, shipped or made here) with the loader of their format. Methods declare one per
+    dataset they support (`default_weights`); each knows its class count, label space and the sha256
+    of its files before anything is loaded, so the run identity and the manifest's class map exist
+    before any heavy work."""
+
+    description: str
+    load: Callable[[Any, Any], tuple[Any, Any, dict]]  # (device, progress) -> (model, decoder/codec, info)
+    identity: Callable[[], dict[str, str]]  # {role: sha256}, without loading anything
+    num_classes: int
+    label_space: str  # class_map.DATASET (the dataset's own labels) or class_map.IMAGENET1K
+
+
+@dataclass(frozen=True)
+class FirstUseFineTune:
+    """A shipped row that holds only for the row it was made from: when the shipped file records another
+    base sha256, the same file is made once on first use and cached under
+    `$DDBENCH_HOME/cache/<cache>/<base sha256[:16]>/<file>`."""
+
+    entry: str  # the shipped row
+    base: str  # the row whose sha256 the shipped file records (and which keys the cache)
+    cache: tuple[str, ...]  # e.g. ("dit", "digits")
+    recorded_base: Callable[[Path], Optional[str]]  # the base sha256 a shipped file records, None if unknown
+
+    @property
+    def filename(self) -> str:
+        return get_entry(self.entry).files[0].filename
+
+    def base_sha256(self) -> str:
+        return cached_sha256_file(resolve_weights(self.base))
+
+    def cache_folder(self) -> Path:
+        return cache_dir(self.cache[0]).joinpath(*self.cache[1:], self.base_sha256()[:16])
+
+    def shipped_matches(self) -> bool:
+        shipped = get_entry(self.entry).cache_path()
+        return shipped.is_file() and self.recorded_base(shipped) == self.base_sha256()
+
+    def source(self) -> Optional[Path]:
+        """The file that holds for the base: shipped, else cached, else None (to be made)."""
+        if self.shipped_matches():
+            return get_entry(self.entry).cache_path()
+        cached = self.cache_folder() / self.filename
+        return cached if cached.is_file() else None
+
+    def sha256(self, made_from: str, recipe: Any) -> str:
+        """sha256 of `source()`; before it is made, `to-finetune:` a hash of the row it will be made from
+        (`made_from`, by key) and the recipe (a dataclass)."""
+        source = self.source()
+        if source is not None:
+            return cached_sha256_file(source)
+        return f"to-finetune:{stable_hash({'base': table_sha256(made_from), 'recipe': asdict(recipe)}, 16)}"

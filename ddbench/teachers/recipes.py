@@ -35,7 +35,7 @@ from ddbench.core.errors import ConfigError
 from ddbench.core.hashing import stable_hash
 from ddbench.core.interfaces import DatasetSpec
 from ddbench.models.fingerprint import definition_fingerprint
-from ddbench.training import TrainingRecipe
+from ddbench.training import OptimizerRecipe, TrainingRecipe
 
 #: bump when the training code changes what a recipe produces
 RECIPE_VERSION = 1
@@ -66,9 +66,7 @@ class TeacherRecipe:
         return TrainingRecipe(
             epochs=self.epochs,
             batch_size=self.batch_size,
-            lr=self.lr,
-            optimizer=self.optimizer,
-            weight_decay=self.weight_decay,
+            optim=OptimizerRecipe(lr=self.lr, optimizer=self.optimizer, weight_decay=self.weight_decay),
             schedule=self.schedule,
             crop_scale=self.crop_scale,
             flip=self.flip,

@@ -1,70 +1,61 @@
 """THE training base: in-memory image sets, batch augmentations (RandomResizedCrop, flip,
-ShufflePatches, CutMix), parameter groups, schedules (per epoch and warm-up + cosine per step),
-EMA, mixed precision, atomic checkpoints with exact resume, the epoch loop for classifiers
-(`train_model`, students and teachers) and the step loop for generators (`fit`), both of which
-run as DistributedDataParallel under torchrun (`training.parallel`)."""
+ShufflePatches, CutMix), parameter groups and the one optimiser recipe every trainer's config
+embeds (`OptimizerRecipe`), schedules (per epoch and warm-up + cosine per step), EMA, mixed
+precision, atomic checkpoints with exact resume, and one step loop (`fit`: generators and their
+fine-tunes) with an epoch view over it for classifiers (`train_model`: students and teachers),
+running as DistributedDataParallel under torchrun (`training.parallel`).
 
-from ddbench.training.amp import Precision
-from ddbench.training.augment import CutMix, MixedBatch, TrainAugment, shuffle_patches
-from ddbench.training.batches import EpochBatches, sampled_batch
-from ddbench.training.checkpoint import ResumePoint, load_checkpoint, save_atomic
-from ddbench.training.data import (
-    ImageSet,
-    StreamingImageSet,
-    TensorImageSet,
-    center_square_resize,
-    load_tensor_set,
-    load_validation_set,
-    square_resize,
-    validation_transform,
-)
-from ddbench.training.ema import ExponentialMovingAverage
-from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model, validation_epochs
-from ddbench.training.objectives import HardLabelObjective, TeacherSoftLabelObjective, soft_label_kl
-from ddbench.training.optim import build_optimizer, decay_param_groups
-from ddbench.training.parallel import local_share, shard_key
-from ddbench.training.recipe import TrainingRecipe, build_seeded_model, train_classifier
-from ddbench.training.schedule import SCHEDULES, WarmupCosine, build_epoch_scheduler, constant_lr, quarter_cosine
-from ddbench.training.steps import FitResult, fit
+Members are imported on first use (`ddbench.core.lazy`): trainer configs embed `OptimizerRecipe`, and
+the CLI reads them for `--help` without importing torch."""
 
-__all__ = [
-    "SCHEDULES",
-    "CutMix",
-    "EpochBatches",
-    "ExponentialMovingAverage",
-    "FitResult",
-    "HardLabelObjective",
-    "MixedBatch",
-    "Precision",
-    "ResumePoint",
-    "TeacherSoftLabelObjective",
-    "ImageSet",
-    "StreamingImageSet",
-    "TensorImageSet",
-    "TrainAugment",
-    "TrainingHistory",
-    "TrainingRecipe",
-    "WarmupCosine",
-    "build_epoch_scheduler",
-    "build_optimizer",
-    "build_seeded_model",
-    "center_square_resize",
-    "constant_lr",
-    "decay_param_groups",
-    "evaluate_top1",
-    "fit",
-    "load_checkpoint",
-    "load_tensor_set",
-    "load_validation_set",
-    "local_share",
-    "quarter_cosine",
-    "sampled_batch",
-    "save_atomic",
-    "shard_key",
-    "shuffle_patches",
-    "soft_label_kl",
-    "square_resize",
-    "train_classifier",
-    "train_model",
-    "validation_epochs",
-]
+from ddbench.core.lazy import lazy_exports
+
+_EXPORTS = {
+    "CutMix": "augment",
+    "DivergenceKnobs": "steps",
+    "EpochBatches": "batches",
+    "EpochSchedule": "schedule",
+    "ExponentialMovingAverage": "ema",
+    "FitResult": "steps",
+    "HardLabelObjective": "objectives",
+    "ImageSet": "data",
+    "MixedBatch": "augment",
+    "OptimizerRecipe": "optim",
+    "Precision": "amp",
+    "ResumePoint": "checkpoint",
+    "SCHEDULES": "schedule",
+    "StreamingImageSet": "data",
+    "TeacherSoftLabelObjective": "objectives",
+    "TensorImageSet": "data",
+    "TrainAugment": "augment",
+    "TrainingHistory": "loop",
+    "TrainingRecipe": "recipe",
+    "WarmupCosine": "schedule",
+    "build_epoch_scheduler": "schedule",
+    "build_optimizer": "optim",
+    "build_seeded_model": "recipe",
+    "center_square_resize": "data",
+    "constant_lr": "schedule",
+    "decay_param_groups": "optim",
+    "evaluate_top1": "loop",
+    "fit": "steps",
+    "load_checkpoint": "checkpoint",
+    "load_tensor_set": "data",
+    "load_validation_set": "data",
+    "local_share": "parallel",
+    "quarter_cosine": "schedule",
+    "sampled_batch": "batches",
+    "save_atomic": "checkpoint",
+    "shard_key": "parallel",
+    "shuffle_patches": "augment",
+    "soft_label_kl": "objectives",
+    "square_resize": "data",
+    "train_classifier": "recipe",
+    "train_model": "loop",
+    "validation_epochs": "loop",
+    "validation_transform": "data",
+    "with_settings": "optim",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

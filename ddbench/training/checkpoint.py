@@ -22,21 +22,28 @@ import torch
 from ddbench.core.errors import CheckpointError
 from ddbench.core.files import torch_save_atomic, unreadable_reason
 
-#: bump when what `fit` or `train_model` store changes incompatibly
-CHECKPOINT_FORMAT = 2
+#: bump when what `fit` stores changes incompatibly (3: the classifier's state is `fit`'s, and
+#: trainer configs nest their optimiser settings under `optim`)
+CHECKPOINT_FORMAT = 3
 
 RandomSource = torch.Generator | np.random.Generator
 
 
 @dataclass
 class ResumePoint:
-    """Where a training keeps its state: saved every `every` epochs (classifier loop) or steps
-    (`fit`), picked up on the next run. `identity` (the resolved config, say) must match the
-    saved one, so a checkpoint of another configuration is refused instead of silently resumed."""
+    """Where a training keeps its state: saved every `every` epochs (classifier epoch view) or
+    steps (`fit`), picked up on the next run. `identity` (the resolved config, say) must match the
+    saved one, so a checkpoint of another configuration is refused instead of silently resumed.
+
+    `optional`: the state is a disposable cache (students, teachers) rather than a file the user
+    keeps (a fine-tune's output folder): one that cannot be used is moved aside with a warning and
+    the training starts over, one that cannot be saved costs only the ability to resume, and it is
+    deleted when the training finishes or diverges."""
 
     path: Path
     every: int = 10
     identity: Mapping[str, Any] | None = None
+    optional: bool = False
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)

@@ -1,23 +1,22 @@
-"""The one student-training loop shared by every evaluator and by teacher training.
+"""The classifier loop shared by every evaluator and by teacher training: an epoch view over `fit`.
 
-Per epoch: a seeded permutation of the in-memory training set; per batch: augment on the device,
-mix, forward, objective, step; the lr schedule steps once per epoch; validation runs after the
-epochs listed in `validate_after`. Evaluators differ only in the parts they pass in.
+Per epoch: a seeded permutation of the in-memory training set; per batch (one `fit` step): augment
+on the device, mix, forward, objective; the lr schedule changes once per epoch; validation runs
+after the epochs listed in `validate_after`. Evaluators differ only in the parts they pass in.
 
-The resume state is optional: a state file that cannot be used (truncated, from another version)
-is moved aside with a warning and the training starts over; a state that cannot be saved (full
-disk) costs only the ability to resume. A loss that turns NaN or infinite stops the training with
-a TrainingDivergedError naming the epoch, never a silent chance-level result.
+Resume, divergence, DDP and precision are `fit`'s: the resume state is `optional` (a state file that
+cannot be used is moved aside with a warning and the training starts over; one that cannot be
+saved costs only the ability to resume), and a loss that turns NaN or infinite or explodes stops
+the training with a TrainingDivergedError naming the epoch, never a silent chance-level result.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -25,28 +24,14 @@ from torch import nn
 
 from ddbench.core import distributed
 from ddbench.core.device import autocast
-from ddbench.core.errors import CheckpointError, StorageError, TrainingDivergedError
-from ddbench.core.files import set_aside
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, normalize
-from ddbench.training.checkpoint import (
-    ResumePoint,
-    checkpoint_payload,
-    load_checkpoint,
-    load_module_state,
-    random_state,
-    restore_random_state,
-    save_atomic,
-)
+from ddbench.training.checkpoint import ResumePoint
 from ddbench.training.data import ImageSet, TensorImageSet
-from ddbench.training.parallel import (
-    check_same_start,
-    share_bounds,
-    share_weight,
-    synchronized_batchnorm,
-    wrap_data_parallel,
-)
+from ddbench.training.parallel import share_bounds, share_weight
+from ddbench.training.schedule import EpochSchedule
+from ddbench.training.steps import DivergenceKnobs, fit
 
 
 @dataclass
@@ -63,74 +48,17 @@ class TrainingHistory:
     def train_images_per_second(self) -> float:
         return self.images_seen / self.train_seconds if self.train_seconds > 0 else 0.0
 
+    def state_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
-_RANDOM_STREAMS = ("order+augment", "cutmix")
-
-
-#: also check the running loss every this many batches, so a long epoch stops soon after diverging
-DIVERGENCE_CHECK_BATCHES = 50
-
-
-def _save_state(resume: ResumePoint, epoch: int, model, optimizer, scheduler, generator, mix_rng, history,
-                progress: Progress) -> None:
-    """Save the optional resume state; a disk that refuses it costs only the ability to resume."""
-    try:
-        save_atomic(checkpoint_payload(
-            resume, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-            scheduler=scheduler.state_dict(), random=random_state(dict(zip(_RANDOM_STREAMS, (generator, mix_rng)))),
-            history=dataclasses.asdict(history),
-        ), resume.path)
-    except (StorageError, OSError) as exc:
-        progress.log(f"warning: the training state was not saved ({exc}); training goes on, "
-                     "but an interruption now restarts it from its last saved state")
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        restored = TrainingHistory(**state)
+        restored.val_top1 = {int(epoch): accuracy for epoch, accuracy in restored.val_top1.items()}
+        self.__dict__.update(restored.__dict__)
 
 
-def _load_state(resume: ResumePoint, model, optimizer, scheduler, generator, mix_rng,
-                progress: Progress) -> tuple[int, TrainingHistory] | None:
-    """Restore everything `_save_state` wrote; returns (first epoch to run, history so far).
-
-    A state that cannot be used is moved aside (named in a warning) and everything is put back
-    as it was before the attempt, so the training starts over exactly as a fresh one."""
-    if not resume.path.is_file():
-        return None
-    sources = dict(zip(_RANDOM_STREAMS, (generator, mix_rng)))
-    fresh = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()), scheduler.state_dict(),
-             random_state(sources))
-    try:
-        state = load_checkpoint(resume)
-        load_module_state(model, state["model"], resume.path)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_random_state(state["random"], sources)
-        history = TrainingHistory(**state["history"])
-        history.val_top1 = {int(k): v for k, v in history.val_top1.items()}
-        return int(state["epoch"]) + 1, history
-    except (CheckpointError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as exc:
-        model.load_state_dict(fresh[0])
-        optimizer.load_state_dict(fresh[1])
-        scheduler.load_state_dict(fresh[2])
-        restore_random_state(fresh[3], sources)
-        reason = str(exc).rsplit("; delete", 1)[0] if isinstance(exc, CheckpointError) else (
-            f"training state {resume.path} does not hold what this training saves ({type(exc).__name__}: {exc})")
-        try:
-            where = f"moved it to {set_aside(resume.path).name}"
-        except StorageError as move_error:
-            where = f"could not move it aside ({move_error})"
-        progress.log(f"warning: {reason}; {where} and started this training from scratch")
-        return None
-
-
-def _check_finite(loss: float, where: str, description: str, lr: float, mixed_precision: bool,
-                  resume: ResumePoint | None) -> None:
-    """Stop a diverged training; its saved state would only lead to the same divergence, so it goes."""
-    if math.isfinite(loss):
-        return
-    if resume is not None:
-        resume.path.unlink(missing_ok=True)
-    knobs = "lower the learning rate (--set lr=...)" + (" or train in float32 (--set amp=false)" if mixed_precision else "")
-    raise TrainingDivergedError(
-        f"{description}: the training loss became {loss} in {where} (lr {lr:.3g}); the training diverged: {knobs}"
-    )
+#: how a diverged classifier training names its knobs (evaluators' `--set` keys)
+CLASSIFIER_KNOBS = DivergenceKnobs(lr="--set lr=...", precision="--set amp=false")
 
 
 def validation_epochs(epochs: int, last_fraction: float, every: int) -> list[int]:
@@ -183,7 +111,7 @@ def train_model(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     objective: Callable[[torch.Tensor, MixedBatch], torch.Tensor],
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    schedule: str,
     epochs: int,
     batch_size: int,
     device: torch.device,
@@ -192,79 +120,74 @@ def train_model(
     cutmix: CutMix | None = None,
     validate_after: list[int] | tuple[int, ...] = (),
     validate: Callable[[nn.Module], float] | None = None,
-    amp: bool = True,
+    precision: Precision | None = None,
     progress: Progress | None = None,
     description: str = "training",
     resume: ResumePoint | None = None,
 ) -> TrainingHistory:
-    """Train `model` in place; returns the history. `generator` drives batch order and
-    augmentation, `mix_rng` drives CutMix, so a seed fixes every draw. With `resume`, state is
-    saved every `resume.every` epochs (atomically, see `training.checkpoint`) and a saved state is
-    picked up where it stopped.
+    """Train `model` in place for `epochs` passes over `train_set`; returns the history. `generator`
+    drives batch order and augmentation, `mix_rng` drives CutMix, so a seed fixes every draw; the lr
+    follows the per-epoch `schedule` (a name in `training.schedule.SCHEDULES`). With `resume`, the
+    state is saved every `resume.every` epochs (`fit`'s checkpoint, optional) and a saved state is
+    picked up where it stopped. The objective runs outside autocast, on the logits as they come.
 
-    Under torchrun (outside `distributed.local_only`) this is DistributedDataParallel training of
-    the same global batch (`training.parallel`): every rank draws the global batch's order,
-    augmentation and CutMix from the same streams and trains on its share; rank 0 alone saves."""
+    Under torchrun (outside `distributed.local_only`) this is `fit`'s DistributedDataParallel
+    training of the same global batch: every rank draws the global batch's order, augmentation and
+    CutMix from the same streams and trains on its share (`_rank_share`); rank 0 alone saves."""
     progress = progress or NullProgress()
+    precision = precision or Precision(device, "fp32")
     history = TrainingHistory()
-    first_epoch = 0
-    restored = _load_state(resume, model, optimizer, scheduler, generator, mix_rng, progress) if resume is not None else None
-    if restored is not None:
-        first_epoch, history = restored
-    rank, world = distributed.data_parallel_world()
-    if world > 1:
-        check_same_start(first_epoch, resume.path if resume else None, "epochs")
-    validate_after = set(validate_after)
-    precision = Precision.from_flag(device, amp)
-    lr = optimizer.param_groups[0].get("initial_lr", optimizer.param_groups[0]["lr"])  # as configured
+    if epochs < 1:
+        return history
     num_images = len(train_set)
+    steps_per_epoch = math.ceil(num_images / batch_size)
+    validate_after = set(validate_after) if validate is not None else set()
+    rank, world = distributed.data_parallel_world()
+    epoch_state = {"order": None, "started": 0.0, "loss_sum": torch.zeros((), device=device)}
+
+    def step_loss(step: int):
+        index = step % steps_per_epoch  # the batch's place in its epoch
+        if index == 0:
+            epoch_state["order"], epoch_state["started"] = torch.randperm(num_images, generator=generator), time.perf_counter()
+            epoch_state["loss_sum"] = torch.zeros((), device=device)
+        indices = epoch_state["order"][index * batch_size:(index + 1) * batch_size]
+        with torch.autocast(device.type, enabled=False):  # only the student's forward runs under autocast
+            images = train_set.images[indices].to(device, non_blocking=True)
+            labels = train_set.labels[indices].to(device, non_blocking=True)
+            images = prepare_inputs(augment(images, generator), device)
+            batch = cutmix(images, labels, mix_rng) if cutmix is not None else MixedBatch(images, labels, labels, 1.0)
+            weight = 1.0
+            if world > 1:
+                batch, weight = _rank_share(batch, rank, world)
+        logits = model(batch.images)
+        with torch.autocast(device.type, enabled=False):
+            loss = objective(logits, batch) * weight if world > 1 else objective(logits, batch)
+        epoch_state["loss_sum"] += loss.detach()
+        history.images_seen += len(indices)
+        return loss, {}
+
+    def end_of_epoch(epoch: int) -> str | None:
+        loss_sum = epoch_state["loss_sum"]
+        if world > 1:  # the global batches' mean losses, as one process would have logged them
+            loss_sum = distributed.all_reduce_sum(loss_sum) / world
+        history.epoch_losses.append(float(loss_sum) / steps_per_epoch)  # one sync per epoch
+        history.train_seconds += time.perf_counter() - epoch_state["started"]
+        if epoch not in validate_after:
+            return None
+        started = time.perf_counter()
+        history.val_top1[epoch] = accuracy = validate(model)
+        history.validation_seconds += time.perf_counter() - started
+        return f"{description} (epoch {epoch + 1}: top-1 {accuracy:.1f}%)"
+
+    steps_resume = None
+    if resume is not None:
+        steps_resume = dataclasses.replace(resume, every=resume.every * steps_per_epoch, optional=True)
+    fit(model, optimizer, step_loss, total_steps=epochs * steps_per_epoch,
+        schedule=EpochSchedule(schedule, epochs, steps_per_epoch), precision=precision, resume=steps_resume,
+        random_sources={"order+augment": generator, "cutmix": mix_rng}, stateful={"history": history},
+        steps_per_epoch=steps_per_epoch, on_epoch_end=end_of_epoch, progress=progress, description=description,
+        knobs=CLASSIFIER_KNOBS, progress_in_epochs=True)
     model.train()
-    with synchronized_batchnorm(model, device), progress.task(description, total=epochs) as bar:
-        net = wrap_data_parallel(model, device, broadcast_buffers=False) if world > 1 else model
-        bar.advance(first_epoch)
-        for epoch in range(first_epoch, epochs):
-            started = time.perf_counter()
-            order = torch.randperm(num_images, generator=generator)
-            loss_sum, batches = torch.zeros((), device=device), 0
-            for start in range(0, num_images, batch_size):
-                indices = order[start : start + batch_size]
-                images = train_set.images[indices].to(device, non_blocking=True)
-                labels = train_set.labels[indices].to(device, non_blocking=True)
-                images = prepare_inputs(augment(images, generator), device)
-                batch = cutmix(images, labels, mix_rng) if cutmix is not None else MixedBatch(images, labels, labels, 1.0)
-                if world > 1:
-                    batch, weight = _rank_share(batch, rank, world)
-                with precision.autocast():
-                    logits = net(batch.images)
-                loss = objective(logits, batch)
-                if world > 1:
-                    loss = loss * weight
-                optimizer.zero_grad(set_to_none=True)
-                precision.backward_step(loss, optimizer)
-                loss_sum += loss.detach()
-                batches += 1
-                history.images_seen += len(indices)
-                if batches % DIVERGENCE_CHECK_BATCHES == 0:
-                    _check_finite(float(loss_sum), f"epoch {epoch + 1} of {epochs} (batch {batches})", description, lr,
-                                  precision.mode != "fp32", resume)
-            scheduler.step()
-            if world > 1:  # the global batches' mean losses, as one process would have logged them
-                loss_sum = distributed.all_reduce_sum(loss_sum) / world
-            history.epoch_losses.append(float(loss_sum) / max(batches, 1))  # one sync per epoch
-            _check_finite(history.epoch_losses[-1], f"epoch {epoch + 1} of {epochs}", description, lr, precision.mode != "fp32",
-                          resume)
-            history.train_seconds += time.perf_counter() - started
-            if validate is not None and epoch in validate_after:
-                started = time.perf_counter()
-                accuracy = validate(model)
-                history.validation_seconds += time.perf_counter() - started
-                history.val_top1[epoch] = accuracy
-                bar.update(f"{description} (epoch {epoch + 1}: top-1 {accuracy:.1f}%)")
-            if resume is not None and (epoch + 1) % resume.every == 0 and epoch + 1 < epochs and distributed.is_writer():
-                _save_state(resume, epoch, model, optimizer, scheduler, generator, mix_rng, history, progress)
-            bar.advance()
-    if resume is not None and distributed.is_writer():
-        resume.path.unlink(missing_ok=True)  # finished: the result is what counts now
     return history
 
 

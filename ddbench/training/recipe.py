@@ -4,7 +4,9 @@ share a single loop and differ only in their recipe and objective."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -12,31 +14,33 @@ from torch import nn
 from ddbench.core.progress import Progress
 from ddbench.core.seeding import derive_seed, numpy_generator, torch_generator
 from ddbench.models import create_model, to_device
+from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, TrainAugment
 from ddbench.training.data import ImageSet, TensorImageSet
 from ddbench.training.checkpoint import ResumePoint
 from ddbench.training.loop import TrainingHistory, evaluate_top1, train_model
-from ddbench.training.optim import build_optimizer
-from ddbench.training.schedule import build_epoch_scheduler
+from ddbench.training.optim import OptimizerRecipe
 
 
 @dataclass
 class TrainingRecipe:
-    """Everything that decides how a classifier is trained, besides its data and objective."""
+    """Everything that decides how a classifier is trained, besides its data and objective: its
+    length and batch, the optimiser (`optim`), the per-epoch lr schedule and the augmentations."""
 
     epochs: int
     batch_size: int
-    lr: float
-    optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    momentum: float = 0.9
+    optim: OptimizerRecipe
     schedule: str = "quarter_cosine"
     crop_scale: tuple[float, float] = (0.08, 1.0)
     flip: bool = True
     shuffle_patch_factor: int = 1
     cutmix_prob: float = 0.0
     cutmix_alpha: float = 1.0
+
+    def record(self) -> dict[str, Any]:
+        """The recipe as result rows record it: JSON-ready, the optimiser's settings flat beside the rest."""
+        flat = {**{key: value for key, value in asdict(self).items() if key != "optim"}, **asdict(self.optim)}
+        return json.loads(json.dumps(flat))
 
 
 def build_seeded_model(arch: str, num_classes: int, input_size: int, seed: int, purpose: str, **kwargs) -> nn.Module:
@@ -65,12 +69,10 @@ def train_classifier(
     purpose: str = "train",
     resume: ResumePoint | None = None,
 ) -> tuple[nn.Module, TrainingHistory]:
-    """Train `model` (moved to `device`) with `recipe`; every random draw derives from (seed, purpose)."""
+    """Train `model` (moved to `device`) with `recipe`; every random draw derives from (seed, purpose).
+    `amp=False` trains (and validates) in float32 whatever `recipe.optim.precision` says."""
     model = to_device(model, device)
-    optimizer = build_optimizer(
-        model, recipe.optimizer, recipe.lr, recipe.weight_decay, betas=recipe.betas, momentum=recipe.momentum
-    )
-    scheduler = build_epoch_scheduler(optimizer, recipe.schedule, recipe.epochs)
+    optimizer = recipe.optim.build(model)
     augment = TrainAugment(
         output_size=resolution,
         mean=mean,
@@ -90,7 +92,7 @@ def train_classifier(
         augment=augment,
         objective=objective,
         optimizer=optimizer,
-        scheduler=scheduler,
+        schedule=recipe.schedule,
         epochs=recipe.epochs,
         batch_size=recipe.batch_size,
         device=device,
@@ -99,7 +101,7 @@ def train_classifier(
         cutmix=cutmix,
         validate_after=validate_after if val_set is not None else (),
         validate=validate if val_set is not None else None,
-        amp=amp,
+        precision=Precision(device, recipe.optim.precision if amp else "fp32"),
         progress=progress,
         description=description,
         resume=resume,

@@ -1,5 +1,5 @@
-"""Learning-rate schedules: per-epoch factors for the classifier loop, per-step warm-up + cosine
-for `fit`.
+"""Learning-rate schedules for `fit`: per-epoch factors (the classifier epoch view), per-step
+warm-up + cosine (generators).
 
 The RDED protocol's per-epoch schedule is a quarter cosine: it starts at 1x and ends near 0.5x
 (not 0), which is part of what makes its numbers comparable, so it is kept as is.
@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from ddbench.core.errors import ConfigError
+
+if TYPE_CHECKING:  # imported where used (see optim.py)
+    import torch
 
 
 def quarter_cosine(epoch: int, epochs: int) -> float:
@@ -48,11 +49,30 @@ SCHEDULES: dict[str, Callable[[int, int], float]] = {
 }
 
 
+@dataclass(frozen=True)
+class EpochSchedule:
+    """A per-epoch factor of SCHEDULES as a step schedule for `fit`: every step of epoch e trains at
+    peak * SCHEDULES[name](e, epochs), the very product `build_epoch_scheduler`'s LambdaLR sets."""
+
+    name: str
+    epochs: int
+    steps_per_epoch: int
+
+    def __post_init__(self) -> None:
+        if self.name not in SCHEDULES:
+            raise ConfigError(f"unknown lr schedule {self.name!r}; use one of {', '.join(SCHEDULES)}")
+
+    def __call__(self, peak_lr: float, step: int) -> float:
+        return peak_lr * SCHEDULES[self.name](step // self.steps_per_epoch, self.epochs)
+
+
 def build_epoch_scheduler(optimizer: torch.optim.Optimizer, name: str, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR stepped once per epoch: epoch e trains at base_lr * SCHEDULES[name](e, epochs)."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown lr schedule {name!r}; use one of {', '.join(SCHEDULES)}")
     factor = SCHEDULES[name]
+    import torch
+
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: factor(epoch, epochs))
 
 

@@ -235,7 +235,7 @@ def test_rows_resume_states_and_tables_are_named_by_the_eval_identity(tmp_path, 
     recipe = evaluator.recipe(distilled, task)
     state = evaluator.resume_point(distilled, task, recipe).path
     assert state.name == expected.state_name({"recipe": config_to_dict(recipe), "distilled": distilled.content_hash})
-    assert config_to_dict(recipe) == row.recipe
+    assert recipe.record() == row.recipe
     other_seed = EvalTask(**{**task.__dict__, "seed": 1, "identity": eval_identity(identity, evaluator, "f" * 64, "convnet3", 1)})
     assert evaluator.resume_point(distilled, other_seed, recipe).path != state
 

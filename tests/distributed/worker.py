@@ -28,6 +28,7 @@ from ddbench.training import (
     EpochBatches,
     ExponentialMovingAverage,
     HardLabelObjective,
+    OptimizerRecipe,
     ResumePoint,
     TensorImageSet,
     TrainingRecipe,
@@ -42,8 +43,8 @@ from ddbench.training import (
 RESOLUTION, CLASSES = 16, 4
 # SGD: Adam would turn the float noise in the zero gradients of the biases before batch norm into
 # full-size steps, which differ between any two summation orders
-RECIPE = TrainingRecipe(epochs=3, batch_size=7, lr=0.05, optimizer="sgd", weight_decay=5e-4, schedule="cosine",
-                        crop_scale=(0.5, 1.0), cutmix_prob=1.0)
+RECIPE = TrainingRecipe(epochs=3, batch_size=7, optim=OptimizerRecipe(lr=0.05, optimizer="sgd", weight_decay=5e-4),
+                        schedule="cosine", crop_scale=(0.5, 1.0), cutmix_prob=1.0)
 
 
 def image_set(count: int, purpose: str) -> TensorImageSet:

@@ -61,7 +61,7 @@ def test_digits_preset_is_pinned_where_the_readme_numbers_were_measured():
     assert (config.optimizer, config.momentum, config.weight_decay, config.schedule) == ("sgd", 0.9, 5e-4, "cosine")
     assert (config.crop_scale_min, config.cutmix_prob, config.label_smoothing) == (0.5, 0.0, 0.0)
     recipe = HardLabelEvaluator(config).recipe(SimpleNamespace(samples=[None] * 100), None)
-    assert (recipe.epochs, recipe.batch_size, recipe.lr, recipe.optimizer) == (20, 32, 0.05, "sgd")
+    assert (recipe.epochs, recipe.batch_size, recipe.optim.lr, recipe.optim.optimizer) == (20, 32, 0.05, "sgd")
 
 
 def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):

@@ -19,10 +19,11 @@ import torchvision
 from ddbench.core.config import resolve_config
 from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, EvalTask, Teacher
 from ddbench.evaluators.base import student_normalization
-from ddbench.evaluators.rded import RdedConfig, RdedEvaluator, rded_batch_size_and_lr
+from ddbench.evaluators.rded import RdedEvalConfig, RdedEvaluator, rded_batch_size_and_lr
 from ddbench.models import create_model
 from ddbench.training import CutMix, TeacherSoftLabelObjective, build_optimizer
 from ddbench.training.augment import normalize
+from ddbench.training.schedule import EpochSchedule
 from tests.evaluators.synthetic import ColourSquares, write_distilled
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "rded_reference.json").read_text())
@@ -68,7 +69,7 @@ SAME_LIBRARIES = (torch.__version__, torchvision.__version__) == (REFERENCE["tor
 
 def ddbench_student(case: dict) -> dict[str, torch.Tensor]:
     torch.manual_seed(case["torch_seed"])
-    model = create_model(case["ddbench_arch"], case["num_classes"], case["input_size"], init=RdedConfig.student_init)
+    model = create_model(case["ddbench_arch"], case["num_classes"], case["input_size"], init=RdedEvalConfig.student_init)
     state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
     assert len(state) == len(case["layers"])
     return state
@@ -130,7 +131,7 @@ class ReplayDraws:
 
 def run_first_steps(bn_stat_updates_per_step: int) -> tuple[list[float], torch.nn.Module]:
     steps = REFERENCE["first_steps"]
-    config = resolve_config(RdedConfig, RdedEvaluator.presets["cifar"], {"bn_stat_updates_per_step": bn_stat_updates_per_step})
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"], {"bn_stat_updates_per_step": bn_stat_updates_per_step})
     cifar10 = SimpleNamespace(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     mean, std = student_normalization(config, cifar10)
     pixels = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -165,10 +166,10 @@ def test_first_steps_match_rded_loss_for_loss():
     `bn_stat_updates_per_step=2` (not the default) also the same BN running statistics, which
     RDED's second, train-mode forward per step (only to log train accuracy) moves twice."""
     steps = REFERENCE["first_steps"]
-    config = resolve_config(RdedConfig, RdedEvaluator.presets["cifar"])
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"])
     assert rded_batch_size_and_lr(config, 10, 10, "resnet18", "convnet3")[1] == steps["lr"]
     assert (config.temperature, config.weight_decay) == (steps["temperature"], steps["weight_decay"])
-    assert RdedConfig.bn_stat_updates_per_step == 1
+    assert RdedEvalConfig.bn_stat_updates_per_step == 1
     losses, student = run_first_steps(bn_stat_updates_per_step=2)
     # The loss never sees running stats. It is a KL of two near-uniform distributions (T = 20), so
     # the float noise of another CPU's conv kernels shows at 1e-4 relative, and AdamW, which
@@ -186,7 +187,7 @@ def test_batch_size_and_lr_match_rded_argument_py():
     checked = 0
     for row in REFERENCE["batch_and_lr"]:
         name, family = SUBSETS[row["subset"]]
-        config = resolve_config(RdedConfig, RdedEvaluator.preset_for(SimpleNamespace(name=name, preset_family=family)))
+        config = resolve_config(RdedEvalConfig, RdedEvaluator.preset_for(SimpleNamespace(name=name, preset_family=family)))
         student, teacher = ARCHS[row["student"]], ARCHS[row["teacher"]]
         batch_size, lr = rded_batch_size_and_lr(config, row["ipc"], row["nclass"], student, teacher)
         case = f"{row['subset']} IPC {row['ipc']} {row['teacher']} -> {row['student']}"
@@ -244,7 +245,7 @@ def evaluator_optimiser(monkeypatch, tmp_path, student: str, **overrides):
     torch.manual_seed(0)
     teacher = Teacher(create_model("convnet3", dataset.num_classes, dataset.resolution), "convnet3", dataset.name,
                       dataset.num_classes, accuracy=100.0)
-    config = resolve_config(RdedConfig, RdedEvaluator.preset_for(dataset), overrides)
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.preset_for(dataset), overrides)
     task = EvalTask(dataset=dataset, student=student, seed=0, device=CPU, teacher=teacher)
     with pytest.raises(OptimiserBuilt):
         RdedEvaluator(config).evaluate(write_distilled(dataset, tmp_path / student), task)
@@ -262,7 +263,7 @@ def test_optimiser_and_schedule_are_rdeds(monkeypatch, tmp_path, student):
     """The first-steps losses cannot see weight decay 0 or beta2 0.99 (tried): the optimiser the
     evaluator builds is checked against RDED's code directly, group by group."""
     seen = evaluator_optimiser(monkeypatch, tmp_path, student)
-    optimizer, scheduler, model = seen["optimizer"], seen["scheduler"], seen["model"]
+    optimizer, model = seen["optimizer"], seen["model"]
     assert type(optimizer) is torch.optim.AdamW
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     decayed = {id(p) for name, p in named if rded_decays(name, p)}
@@ -274,14 +275,13 @@ def test_optimiser_and_schedule_are_rdeds(monkeypatch, tmp_path, student):
         ids = {id(p) for p in group["params"]}
         assert ids == decayed or not ids & decayed
         assert group["weight_decay"] == (weight_decay if ids == decayed else 0.0)
-        assert group["lr"] == group["initial_lr"] == recorded_lr(student)
+        assert group["lr"] == recorded_lr(student)
         assert {key: group[key] for key in RDED_ADAMW} == RDED_ADAMW
     epochs = seen["epochs"]
     assert epochs == REFERENCE["batch_and_lr"][0]["epochs"] == 300
-    assert len(scheduler.lr_lambdas) == len(optimizer.param_groups)
-    for factor in scheduler.lr_lambdas:
-        assert [factor(epoch) for epoch in range(epochs)] == pytest.approx(
-            [rded_epoch_factor(epoch, epochs) for epoch in range(epochs)], rel=1e-12)
+    schedule = EpochSchedule(seen["schedule"], epochs, steps_per_epoch=1)  # how the loop applies it
+    assert [schedule(1.0, epoch) for epoch in range(epochs)] == pytest.approx(
+        [rded_epoch_factor(epoch, epochs) for epoch in range(epochs)], rel=1e-12)
 
 
 def test_schedule_steps_once_per_epoch(monkeypatch, tmp_path):
@@ -298,7 +298,7 @@ def test_schedule_steps_once_per_epoch(monkeypatch, tmp_path):
     teacher = Teacher(create_model("convnet3", dataset.num_classes, dataset.resolution), "convnet3", dataset.name,
                       dataset.num_classes, accuracy=100.0)
     epochs = 3
-    config = resolve_config(RdedConfig, RdedEvaluator.preset_for(dataset), {"epochs": epochs, "validate_last_fraction": 0.0})
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.preset_for(dataset), {"epochs": epochs, "validate_last_fraction": 0.0})
     task = EvalTask(dataset=dataset, student="convnet3", seed=0, device=CPU, teacher=teacher)
     result = RdedEvaluator(config).evaluate(write_distilled(dataset, tmp_path / "set", ipc=4), task)
     steps_per_epoch = math.ceil(4 * dataset.num_classes / result.details["recipe"]["batch_size"])

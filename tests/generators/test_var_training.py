@@ -12,12 +12,14 @@ from PIL import Image
 from ddbench.core.errors import CheckpointError
 from ddbench.generators.var.configs import TrainConfig, VARPreset
 from ddbench.generators.var.training import train_var, train_vqvae
+from ddbench.training import with_settings
 from tests.generators.var_helpers import TINY_VAR, TINY_VQVAE
 
 TINY_PRESET = VARPreset(
     name="tiny", dataset="synthetic", resolution=8, vqvae=TINY_VQVAE, var=TINY_VAR,
-    vqvae_train=TrainConfig(steps=4, batch_size=8, lr=2e-3, warmup_steps=2, checkpoint_every=2, weight_decay=0.0),
-    var_train=TrainConfig(steps=4, batch_size=8, lr=2e-3, warmup_steps=2, checkpoint_every=2),
+    vqvae_train=with_settings(TrainConfig(), steps=4, batch_size=8, lr=2e-3, warmup_steps=2, checkpoint_every=2,
+                              weight_decay=0.0),
+    var_train=with_settings(TrainConfig(), steps=4, batch_size=8, lr=2e-3, warmup_steps=2, checkpoint_every=2),
 )
 
 
@@ -74,7 +76,7 @@ def test_token_loss_decreases_on_a_learnable_set(tmp_path, trained_vqvae):
     short = train_var(TINY_PRESET, data, trained_vqvae, tmp_path / "a",
                       train_config=TrainConfig(steps=1, batch_size=16, warmup_steps=1))
     longer = train_var(TINY_PRESET, data, trained_vqvae, tmp_path / "b",
-                       train_config=TrainConfig(steps=25, batch_size=16, lr=3e-3, warmup_steps=5))
+                       train_config=with_settings(TrainConfig(), steps=25, batch_size=16, lr=3e-3, warmup_steps=5))
     assert longer["token_loss"] < 0.8 * short["token_loss"]
 
 

@@ -3,11 +3,13 @@ checksums, `.part` files, offline errors that say what to put where, and the tab
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 
 import pytest
 
 from ddbench.core.errors import CheckpointError, ConfigError, FetchError
+from ddbench.core.hashing import sha256_file
 from ddbench.core.progress import NullProgress
 from ddbench.generators import weights
 from ddbench.generators.weights import WeightFile, WeightsEntry, resolve_weights
@@ -157,7 +159,7 @@ def test_the_table_names_every_release_file_with_its_facts():
             "sd_vae_ft_ema"} <= names
     for entry in weights.TABLE.values():
         assert entry.licence and entry.checksum_source and entry.architecture
-        assert entry.repo_id or entry.url_base
+        assert entry.repo_id or entry.url_base or entry.shipped_in  # every row but the shipped ones is downloadable
         for file in entry.files:
             assert file.sha256 is None or len(file.sha256) == 64
     assert weights.TABLE["var_d16"].files[0].size == 1_243_116_346  # reference.md
@@ -166,6 +168,25 @@ def test_the_table_names_every_release_file_with_its_facts():
     assert weights.TABLE["var_d16"].label_space == "imagenet1k"
     with pytest.raises(ConfigError, match="did you mean 'var_d16'"):
         weights.get_entry("var_d61")
+
+
+def test_files_shipped_in_the_package_are_rows_of_the_table(isolated_home):
+    from ddbench.generators.var.configs import get_preset
+
+    shipped = {name: entry for name, entry in weights.TABLE.items() if entry.shipped_in}
+    assert set(shipped) == {"digits_vqvae", "digits_var", "digits_dit", "digits_minimax", "digits_var_cls"}
+    for name, entry in shipped.items():
+        assert not (entry.repo_id or entry.url_base) and entry.made_by.startswith("ddbench ")
+        path = resolve_weights(name)  # read where it is: nothing is downloaded or copied into the cache
+        assert path.is_file() and path.parent.name == "weights" and isolated_home not in path.parents
+        assert weights.known_sha256(name) == sha256_file(path)
+    preset = get_preset("digits")  # the rows describe the shipped models (run_tokeniser loads the VQ-VAE by its row)
+    assert weights.TABLE["digits_vqvae"].architecture["patch_nums"] == list(preset.vqvae.patch_nums)
+    assert weights.TABLE["digits_var"].architecture["depth"] == preset.var.depth
+    assert weights.TABLE["digits_var_cls"].architecture["class_tokens"] == len(preset.var.patch_nums)
+    missing = dataclasses.replace(weights.TABLE["digits_var"], shipped_in=str(isolated_home / "nowhere"))
+    with pytest.raises(CheckpointError, match="missing from the package.*ddbench var reproduce-digits"):
+        weights.known_sha256(missing)  # a broken install is an error, never an identity of "unpublished" weights
 
 
 def test_class_token_slots_point_at_the_command_that_makes_them(isolated_home):

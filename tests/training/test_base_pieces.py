@@ -9,17 +9,20 @@ import pytest
 import torch
 from torch import nn
 
-from ddbench.core.errors import ConfigError
+from ddbench.core.errors import ConfigError, TrainingDivergedError
 from ddbench.training import (
     EpochBatches,
+    EpochSchedule,
     ExponentialMovingAverage,
     Precision,
     WarmupCosine,
+    build_epoch_scheduler,
     build_optimizer,
     decay_param_groups,
     fit,
     sampled_batch,
 )
+from ddbench.training.steps import diverged_steps
 
 
 def _net() -> nn.Module:
@@ -81,6 +84,21 @@ def test_warmup_cosine_values():
     assert [WarmupCosine(5, 0, 1.0)(3e-4, s) for s in range(5)] == [3e-4] * 5
     with pytest.raises(ConfigError):
         WarmupCosine(total_steps=0)
+
+
+@pytest.mark.parametrize("name", ["quarter_cosine", "cosine", "warmup5_cosine"])
+def test_the_epoch_view_sets_exactly_the_lr_the_per_epoch_scheduler_set(name):
+    optimizer = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    scheduler = build_epoch_scheduler(optimizer, name, 12)
+    by_epoch = []
+    for _ in range(12):
+        by_epoch.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    schedule = EpochSchedule(name, epochs=12, steps_per_epoch=3)
+    assert [schedule(0.1, step) for step in range(36)] == [lr for lr in by_epoch for _ in range(3)]  # bit for bit
+    with pytest.raises(ConfigError, match="unknown lr schedule 'cosin'"):
+        EpochSchedule("cosin", 12, 3)
 
 
 def test_fit_sets_every_groups_lr_from_its_own_peak():
@@ -152,3 +170,55 @@ def test_precision_is_float32_on_cpu_and_half_precisions_need_cuda():
         Precision("cpu", "int8")
     if torch.cuda.is_available():
         assert Precision("cuda", "auto").mode == "bf16" and Precision("cuda", "fp16").scaler is not None
+
+
+# ----- divergence -----
+def test_divergence_is_a_non_finite_loss_or_a_finite_one_over_1e4_times_its_start():
+    assert diverged_steps(torch.tensor([2.3, 5.0, 1.0, 2.29e4])) is None
+    assert diverged_steps(torch.tensor([2.3, 1.0, 2.31e4, float("nan")])) == (2, pytest.approx(2.31e4), pytest.approx(2.3))
+    assert [diverged_steps(torch.tensor([2.3, bad]))[0] for bad in (float("nan"), float("inf"), -float("inf"))] == [1] * 3
+    assert diverged_steps(torch.tensor([-3.0, -3.1e4]))[0] == 1  # by magnitude: losses may be negative
+    # a loss that starts near 0 is held to 1e4, not to 1e4 x its start: a fine-tune's noise is no divergence
+    assert diverged_steps(torch.tensor([1e-6, 0.5, 9e3])) is None
+    assert diverged_steps(torch.tensor([1e-6, 0.5, 2e4]))[0] == 2
+    assert diverged_steps(torch.tensor([2.0, 3e4, 1.0]), first=2) is None  # steps before `first` were checked already
+
+
+def test_fit_stops_a_finite_explosion_as_it_stops_a_nan():
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.ones_(model.weight)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+
+    def step_loss(step):
+        return model(torch.ones(1, 1)).sum() * (1e5 if step == 3 else 1.0), {}
+
+    with pytest.raises(TrainingDivergedError, match=r"^training: the loss became 1e\+05 at step 4 of 6, over 1e4 times "
+                                                     r"its start \(1\) \(lr 0\); the training diverged: lower the "
+                                                     r"learning rate \(lr\)$"):
+        fit(model, optimizer, step_loss, total_steps=6)
+
+
+# ----- the one optimiser recipe -----
+def test_every_trainer_config_embeds_the_optimizer_recipe_and_takes_its_keys_flat():
+    from dataclasses import fields
+
+    from ddbench.methods.minimax.finetune import MinimaxFinetuneConfig
+    from ddbench.generators.dit.training import DiTTrainConfig
+    from ddbench.generators.var.configs import TrainConfig
+    from ddbench.methods.hieramp.finetune import FinetuneConfig
+    from ddbench.training import OptimizerRecipe, TrainingRecipe, with_settings
+
+    optimizer_keys = {item.name for item in fields(OptimizerRecipe)}
+    for config in (TrainConfig, DiTTrainConfig, MinimaxFinetuneConfig, FinetuneConfig, TrainingRecipe):
+        names = {item.name: item.type for item in fields(config)}
+        assert names["optim"] in (OptimizerRecipe, "OptimizerRecipe") and not optimizer_keys & set(names), config
+    # what the command-line options pass (None: an option not given) lands in the embedded recipe
+    tuned = with_settings(FinetuneConfig(), epochs=0.5, lr=2e-4, precision="auto", batch_size=None)
+    assert (tuned.epochs, tuned.batch_size, tuned.optim) == (0.5, 32, OptimizerRecipe(
+        lr=2e-4, weight_decay=0.05, betas=(0.9, 0.95), grad_clip=2.0, precision="auto"))  # VAR's optimiser otherwise
+    assert with_settings(MinimaxFinetuneConfig(), lr=1e-4, ema_decay=0.99).optim == OptimizerRecipe(lr=1e-4)
+    assert with_settings(TrainConfig(), weight_decay=0.0).optim.weight_decay == 0.0
+    with pytest.raises(ConfigError, match=r"MinimaxFinetuneConfig has no setting lrr; it has .*\blr\b"):
+        with_settings(MinimaxFinetuneConfig(), lrr=1e-4)
+    recorded = TrainingRecipe(epochs=2, batch_size=8, optim=OptimizerRecipe(lr=0.05, optimizer="sgd")).record()
+    assert recorded["lr"] == 0.05 and recorded["optimizer"] == "sgd" and "optim" not in recorded  # rows keep flat keys

@@ -23,13 +23,15 @@ from typing import Mapping, Optional
 import torch
 
 from ddbench.core.errors import CheckpointError
-from ddbench.generators.dit.codecs import diffusion_extra_error
+from ddbench.core.hashing import cached_sha256_file
+from ddbench.generators.dit.codecs import CODECS, SD_VAE_ENTRIES, diffusion_extra_error, load_sd_vae
 from ddbench.generators.dit.config import HEADS_BY_WIDTH, MINIMAX_GAMMA_BLOCKS, DiTConfig
 from ddbench.generators.dit.model import DiT
 from ddbench.generators.var.loading import strict_load
 
 Source = str | os.PathLike | Mapping[str, torch.Tensor]
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+RELEASE_DIT = "dit_xl_2_256"  # the weights-table row of DiT-XL-2-256x256.pt
 GAMMA_KEY = re.compile(r"blocks\.(\d+)\.(attn\.)?gamma[12]$")
 
 
@@ -217,3 +219,49 @@ def load_dit(source: Source, num_heads: Optional[int] = None, device: str | torc
         full.setdefault(key, torch.ones_like(expected[key]))
     strict_load(model, full, where)
     return model.to(device).eval().requires_grad_(False)
+
+
+# ----- identities of weight files, and the released DiT as a generator source -----
+def checkpoint_identity(source: str) -> str:
+    """sha256 of a local checkpoint (a diffusers folder: of its weights file); a hub id stands for itself."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        folder = path / "transformer" if (path / "transformer").is_dir() else path
+        weights = next((folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()), None)
+        if weights is None:
+            raise CheckpointError(f"{path} holds none of {', '.join(DIFFUSERS_WEIGHTS)}")
+        return cached_sha256_file(weights)
+    if path.is_file():
+        return cached_sha256_file(path)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?", source):
+        return f"hub:{source}"
+    raise CheckpointError(f"DiT checkpoint {source} does not exist; pass a .pt file, a diffusers folder or a hub id")
+
+
+def codec_identity(vae: str) -> dict[str, str]:
+    """{"vae": sha256} of the SD VAE a run decodes with (the table's, for mse/ema); nothing for fixed codecs."""
+    if vae in CODECS:
+        return {}
+    if vae in SD_VAE_ENTRIES:
+        from ddbench.generators import weights
+
+        files = weights.get_entry(SD_VAE_ENTRIES[vae]).files
+        return {"vae": next(f.sha256 for f in files if f.filename.endswith(".safetensors"))}
+    return {"vae": checkpoint_identity(vae)}
+
+
+def release_dit(vae: str):
+    """The released DiT-XL/2 256x256 (`dit_xl_2_256` in the weights table, downloaded on first use) and
+    the SD VAE `vae` as a `GeneratorWeights`, for datasets with ImageNet-1K indices."""
+    from ddbench.generators import weights
+    from ddbench.generators.class_map import IMAGENET1K
+
+    def load(device, progress):
+        path = weights.resolve_weights(RELEASE_DIT, progress=progress, option="--set dit_ckpt=PATH")
+        return load_dit(path, device=device), load_sd_vae(vae, device, progress=progress), {
+            "weights": f"{RELEASE_DIT} (weights table)", "dit_ckpt": str(path), "codec": vae}
+
+    def identity() -> dict[str, str]:
+        return {**weights.table_identity(generator=RELEASE_DIT)(), **codec_identity(vae)}
+
+    return weights.GeneratorWeights(f"released {RELEASE_DIT}", load, identity, 1000, IMAGENET1K)

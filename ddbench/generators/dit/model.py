@@ -11,6 +11,10 @@ The state dict is exactly the official one (`x_embedder.proj`, `pos_embed`, `t_e
 `blocks.{i}.gamma1/gamma2` (hidden) and `blocks.{i}.attn.gamma1` (3*hidden, on the qkv output) /
 `attn.gamma2` (hidden, on the projection output), initialised to 1 (the identity).
 
+`use_variant("diffusers")` makes the same weights compute diffusers' `DiTTransformer2DModel` as shipped
+(timestep frequencies with downscale_freq_shift 1, the MLP LayerNorm's eps 1e-5), the function D3HR's
+release ran; "official" (the default) is facebookresearch/DiT's.
+
 `attention_scales` ({block index: (B, N, 1) tensor}) multiplies a block's attention output token by
 token before the gate and residual: the hook of HIERAMP on DiT (`A' = A * (1 + alpha * M)`).
 """
@@ -32,10 +36,17 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
 
 
-def timestep_frequencies(t: torch.Tensor, dim: int = TIMESTEP_FREQUENCIES, max_period: int = 10000) -> torch.Tensor:
-    """(N,) timesteps -> (N, dim) [cos, sin] features; frequencies exp(-log(max_period) * i / half), no shift."""
+#: variant -> (timestep frequency shift, eps of the block's MLP LayerNorm); diffusers' are
+#: `Timesteps(downscale_freq_shift=1)` and `norm3 = LayerNorm(eps=norm_eps=1e-5)`
+VARIANTS = {"official": (0, 1e-6), "diffusers": (1, 1e-5)}
+
+
+def timestep_frequencies(t: torch.Tensor, dim: int = TIMESTEP_FREQUENCIES, max_period: int = 10000,
+                         shift: int = 0) -> torch.Tensor:
+    """(N,) timesteps -> (N, dim) [cos, sin] features; frequencies exp(-log(max_period) * i / (half - shift))
+    (the official: no shift; diffusers' DiT: shift 1)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half).to(t.device)
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / (half - shift)).to(t.device)
     args = t[:, None].float() * freqs[None]
     embedding = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
@@ -71,9 +82,10 @@ class TimestepEmbedder(nn.Module):
     def __init__(self, hidden_size: int):
         super().__init__()
         self.mlp = nn.Sequential(nn.Linear(TIMESTEP_FREQUENCIES, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size))
+        self.frequency_shift = 0
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        return self.mlp(timestep_frequencies(t))
+        return self.mlp(timestep_frequencies(t, shift=self.frequency_shift).to(self.mlp[0].weight.dtype))
 
 
 class LabelEmbedder(nn.Module):
@@ -187,10 +199,22 @@ class DiT(nn.Module):
         self.blocks = nn.ModuleList([DiTBlock(hidden, config.num_heads, config.mlp_ratio, i < config.gamma_blocks)
                                      for i in range(config.depth)])
         self.final_layer = FinalLayer(hidden, config.patch_size, config.out_channels)
+        self.variant = "official"  # see use_variant
 
     @property
     def num_classes(self) -> int:
         return self.config.num_classes
+
+    def use_variant(self, variant: str) -> "DiT":
+        """Compute the `variant` function (see VARIANTS) with the same weights, in place; returns self."""
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown DiT variant {variant!r}; use one of {', '.join(VARIANTS)}")
+        shift, mlp_eps = VARIANTS[variant]
+        self.t_embedder.frequency_shift = shift
+        for block in self.blocks:
+            block.norm2.eps = mlp_eps
+        self.variant = variant
+        return self
 
     def initialize_weights(self, generator: torch.Generator) -> None:
         """The official initialisation (xavier-uniform linears, zeroed adaLN and output), drawn from `generator`."""

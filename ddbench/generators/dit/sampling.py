@@ -105,3 +105,22 @@ class DiTSampler:
             if on_step:
                 on_step(index, x)
         return x
+
+
+def sample_grid(model: DiT, codec, classes: Sequence[int], per_class: int, options: SamplingOptions, seed: int,
+                device: torch.device):
+    """A PIL image of `per_class` samples (columns) for each generator label in `classes` (rows), every
+    image from its own generator (seed, "dit-sample-grid", label, column)."""
+    from PIL import Image
+
+    from ddbench.core.seeding import torch_generator
+    from ddbench.generators.dit.codecs import to_uint8
+
+    labels = torch.tensor([c for c in classes for _ in range(per_class)])
+    generators = [torch_generator(seed, "dit-sample-grid", c, i, device=device) for c in classes for i in range(per_class)]
+    latents = DiTSampler(model, options).sample_latents(labels, generators)
+    with torch.no_grad():
+        images = to_uint8(codec.decode(latents))  # (N, H, W, 3)
+    side = images.shape[1]
+    grid = images.view(len(classes), per_class, side, side, 3).permute(0, 2, 1, 3, 4)
+    return Image.fromarray(grid.reshape(len(classes) * side, per_class * side, 3).numpy())

@@ -25,7 +25,7 @@ from ddbench.generators.dit.codecs import make_codec
 from ddbench.generators.dit.config import DiTConfig
 from ddbench.generators.dit.diffusion import GaussianDiffusion
 from ddbench.generators.dit.model import DiT
-from ddbench.training import (ExponentialMovingAverage, Precision, ResumePoint, WarmupCosine, build_optimizer,
+from ddbench.training import (ExponentialMovingAverage, OptimizerRecipe, Precision, ResumePoint, WarmupCosine,
                               center_square_resize, fit, load_tensor_set)
 
 DIT_WEIGHTS = "dit.pth"  # the EMA weights in the official layout
@@ -33,20 +33,20 @@ DIT_WEIGHTS = "dit.pth"  # the EMA weights in the official layout
 
 @dataclass(frozen=True)
 class DiTTrainConfig:
-    """AdamW (DiT: betas 0.9/0.999, no weight decay), warm-up + cosine to `final_lr_fraction`, EMA."""
+    """AdamW (DiT: betas 0.9/0.999, no weight decay; here clipped at norm 1, bf16 autocast on CUDA
+    and fp32 on CPU), warm-up + cosine to `final_lr_fraction`, EMA."""
 
     steps: int = 3000
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float = 1.0
+    optim: OptimizerRecipe = OptimizerRecipe(lr=1e-3, grad_clip=1.0)
     warmup_steps: int = 100
     final_lr_fraction: float = 0.1
     ema_decay: float = 0.999
     checkpoint_every: int = 200
     seed: int = 0
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
+
+    def schedule(self) -> WarmupCosine:
+        return WarmupCosine(self.steps, self.warmup_steps, self.final_lr_fraction)
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,7 @@ def train_dit(preset: DiTPreset, train_set, out_dir: str | Path, *, device: str 
     latents = codec.encode(images.images.float().div(127.5).sub(1.0))  # uint8 -> [-1, 1] -> latents
     model = build_dit(preset.model, config.seed).to(device)
     ema = ExponentialMovingAverage(model, config.ema_decay)
-    optimizer = build_optimizer(model, "adamw", config.lr, config.weight_decay, betas=config.betas)
+    optimizer = config.optim.build(model)
     diffusion = GaussianDiffusion()
     identity = {"preset": preset.name, "model": asdict(preset.model), "train": asdict(config), "codec": preset.codec}
 
@@ -115,8 +115,8 @@ def train_dit(preset: DiTPreset, train_set, out_dir: str | Path, *, device: str 
         return loss, {"loss": loss.detach(), "mse": terms["mse"].mean().detach(), "vb": terms["vb"].mean().detach()}
 
     result = fit(model, optimizer, step_loss, total_steps=config.steps,
-                 schedule=WarmupCosine(config.steps, config.warmup_steps, config.final_lr_fraction),
-                 grad_clip=config.grad_clip, ema=ema, precision=Precision(device, config.precision),
+                 schedule=config.schedule(),
+                 grad_clip=config.optim.grad_clip, ema=ema, precision=Precision(device, config.optim.precision),
                  resume=ResumePoint(out_dir / "dit_last.ckpt", every=config.checkpoint_every, identity=identity),
                  stop_after=stop_after, progress=progress, description="training DiT")
     if result.finished:

@@ -34,9 +34,9 @@ def _splits(preset, data_root: str | None):
 
 
 def _train_config(preset_train, steps, batch_size, lr, seed, precision):
-    from ddbench.generators.var.configs import with_overrides
+    from ddbench.training.optim import with_settings
 
-    return with_overrides(preset_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
+    return with_settings(preset_train, steps=steps, batch_size=batch_size, lr=lr, seed=seed, precision=precision)
 
 
 def _echo_summary(summary: dict) -> None:

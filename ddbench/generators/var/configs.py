@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+
+from ddbench.training.optim import OptimizerRecipe, with_settings
+from ddbench.training.schedule import WarmupCosine
 
 RELEASE_PATCH_NUMS: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
+#: the stages of a scale pyramid, as the HIERAMP paper names them (its amplification and token diagnostics)
+STAGES = ("coarse", "mid", "fine")
+
+
+def stage_of_scale(scale_index: int, num_scales: int) -> int:
+    """0 coarse, 1 mid, 2 fine: scales 1..N-1 split in three (N=10: 1-3, 4-6, 7-9); scale 0 -> coarse."""
+    if scale_index <= 0:
+        return 0
+    return min(2, (scale_index - 1) * 3 // max(1, num_scales - 1))
 
 
 @dataclass(frozen=True)
@@ -48,21 +60,25 @@ class VARConfig:
         return cls(depth=depth, embed_dim=64 * depth, num_heads=depth)
 
 
+#: VAR's optimiser (AdamW, betas 0.9/0.95, weight decay 0.05, grad-norm clip 2), in fp32 unless asked:
+#: on CUDA bf16 (autocast) / fp16 (autocast + GradScaler) / auto (bf16 on CUDA, fp32 on CPU)
+VAR_OPTIMIZER = OptimizerRecipe(lr=1e-3, weight_decay=0.05, betas=(0.9, 0.95), grad_clip=2.0, precision="fp32")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Optimiser and schedule of one training stage (VQ-VAE or VAR)."""
+    """One training stage (VQ-VAE or VAR): its length, batch and optimiser, warm-up then cosine."""
 
     steps: int = 2000
     batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 2.0
+    optim: OptimizerRecipe = VAR_OPTIMIZER
     warmup_steps: int = 100
     checkpoint_every: int = 200
     seed: int = 0
-    #: fp32, or on CUDA bf16 (autocast) / fp16 (autocast + GradScaler) / auto (bf16 on CUDA, fp32 on CPU)
-    precision: str = "fp32"
+
+    def schedule(self) -> WarmupCosine:
+        """Linear warm-up, then a half cosine to a tenth of the peak lr."""
+        return WarmupCosine(self.steps, self.warmup_steps, final_fraction=0.1)
 
 
 @dataclass(frozen=True)
@@ -91,8 +107,8 @@ def _small(name: str, dataset: str, resolution: int, patch_nums: tuple[int, ...]
         resolution=resolution,
         vqvae=VQVAEConfig(patch_nums=patch_nums, **vqvae),
         var=VARConfig(patch_nums=patch_nums, **var),
-        vqvae_train=TrainConfig(**vqvae_train),
-        var_train=TrainConfig(**var_train),
+        vqvae_train=with_settings(TrainConfig(), **vqvae_train),
+        var_train=with_settings(TrainConfig(), **var_train),
     )
 
 
@@ -135,7 +151,3 @@ def get_preset(name: str) -> VARPreset:
         raise ConfigError(f"unknown VAR preset {name!r}; use one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
-
-def with_overrides(config, **overrides):
-    """A copy of a frozen config dataclass with some fields replaced (None values are ignored)."""
-    return replace(config, **{key: value for key, value in overrides.items() if value is not None})

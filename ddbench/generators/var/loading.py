@@ -24,6 +24,7 @@ from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
 
 HUB_REPO = "FoundationVision/var"
+RELEASE_VQVAE = "vae_ch160v4096z32"  # the weights-table row of the released VQ-VAE every released VAR uses
 
 Source = str | os.PathLike | Mapping[str, torch.Tensor]
 
@@ -213,3 +214,22 @@ def load_var(source: Source, vqvae: VQVAE | Source, device: str | torch.device =
     model = build_var(config, vqvae.config)
     strict_load(model, state_dict, where)
     return model.to(device).eval().requires_grad_(False), vqvae.to(device)
+
+
+def release_var(depth: int = 16):
+    """The released VAR of `depth` (plain, no class tokens) and its VQ-VAE as a `GeneratorWeights`: rows
+    `var_d<depth>` and `vae_ch160v4096z32` of the weights table, downloaded on first use."""
+    from ddbench.generators import weights
+    from ddbench.generators.class_map import IMAGENET1K
+
+    name = f"var_d{depth}"
+
+    def load(device, progress):
+        var_path = weights.resolve_weights(name, progress=progress, option="--set var_ckpt=PATH")
+        vqvae_path = weights.resolve_weights(RELEASE_VQVAE, progress=progress, option="--set vqvae_ckpt=PATH")
+        model, vqvae = load_var(var_path, vqvae_path, device=device)
+        return model, vqvae, {"weights": f"{name} + {RELEASE_VQVAE} (weights table)", "var_ckpt": str(var_path),
+                              "vqvae_ckpt": str(vqvae_path)}
+
+    return weights.GeneratorWeights(f"released {name}", load, weights.table_identity(generator=name, vqvae=RELEASE_VQVAE),
+                                    1000, IMAGENET1K)

@@ -1,7 +1,8 @@
 """The trained `digits` VQ-VAE and VAR shipped inside the package, and how to reproduce them.
 
-The files under `weights/` are plain state dicts in the official layout, stored as float16 to keep
-the package small (loaded back as float32). `digits.json` records the command, seed, time and PSNR.
+The files under `weights/` (rows `digits_vqvae` and `digits_var` of the weights table) are plain
+state dicts in the official layout, stored as float16 to keep the package small (loaded back as
+float32). `digits.json` records the command, seed, time and PSNR.
 """
 
 from __future__ import annotations
@@ -9,15 +10,14 @@ from __future__ import annotations
 import json
 import platform
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-from ddbench.core.errors import CheckpointError
-from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.progress import NullProgress, Progress
+from ddbench.generators import weights
+from ddbench.generators.class_map import DATASET
 from ddbench.generators.var.configs import get_preset
 from ddbench.generators.var.loading import load_var, load_vqvae
 from ddbench.generators.var.training import VAR_WEIGHTS, VQVAE_WEIGHTS, train_var, train_vqvae
@@ -25,36 +25,37 @@ from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
 
 SHIPPED_VQVAE, SHIPPED_VAR, SIDECAR = "digits_vqvae.pt", "digits_var.pt", "digits.json"  # *.pt: package data
-REPRODUCE_COMMAND = "ddbench var reproduce-digits --out DIR"
+DIGITS_VQVAE_ROW, DIGITS_VAR_ROW = "digits_vqvae", "digits_var"  # their rows in the weights table
+REPRODUCE_COMMAND = weights.get_entry(DIGITS_VAR_ROW).made_by
 
 
 def shipped_weights_dir() -> Path:
-    return Path(str(resources.files("ddbench.generators.var").joinpath("weights")))
+    """The package folder of the shipped digits VQ-VAE and VAR (the weights table's rows)."""
+    return weights.get_entry(DIGITS_VAR_ROW).cache_dir()
 
 
 def shipped_info() -> dict:
     """The sidecar record of the shipped digits weights (command, seed, time, PSNR, accuracy)."""
-    path = shipped_weights_dir() / SIDECAR
-    if not path.is_file():
-        raise CheckpointError(f"{path} is missing; reinstall ddbench or run `{REPRODUCE_COMMAND}`")
-    return json.loads(path.read_text())
+    return weights.shipped_record(DIGITS_VAR_ROW, SIDECAR)
 
 
-def shipped_weights_identity() -> dict[str, str]:
-    """{role: sha256} of the shipped digits weights (part of a run's identity)."""
-    folder = shipped_weights_dir()
-    return {"generator": cached_sha256_file(folder / SHIPPED_VAR), "vqvae": cached_sha256_file(folder / SHIPPED_VQVAE)}
+#: {role: sha256} of the shipped digits weights (part of a run's identity)
+shipped_weights_identity = weights.table_identity(generator=DIGITS_VAR_ROW, vqvae=DIGITS_VQVAE_ROW)
 
 
 def load_digits_models(device: str | torch.device = "cpu") -> tuple[VARTransformer, VQVAE]:
     """(transformer, vqvae) for the embedded `digits` dataset, from the weights shipped in the package."""
-    folder = shipped_weights_dir()
-    for name in (SHIPPED_VQVAE, SHIPPED_VAR):
-        if not (folder / name).is_file():
-            raise CheckpointError(f"shipped weights {folder / name} are missing; reinstall ddbench or rebuild them "
-                                  f"with `{REPRODUCE_COMMAND}` and copy them there")
-    vqvae = load_vqvae(folder / SHIPPED_VQVAE, patch_nums=get_preset("digits").vqvae.patch_nums, device=device)
-    return load_var(folder / SHIPPED_VAR, vqvae=vqvae, device=device)
+    vqvae = load_vqvae(weights.resolve_weights(DIGITS_VQVAE_ROW), patch_nums=get_preset("digits").vqvae.patch_nums,
+                       device=device)
+    return load_var(weights.resolve_weights(DIGITS_VAR_ROW), vqvae=vqvae, device=device)
+
+
+def _load_digits_var(device, progress):
+    model, vqvae = load_digits_models(device)
+    return model, vqvae, {"weights": "shipped digits VAR"}
+
+
+DIGITS_VAR = weights.GeneratorWeights("shipped digits VAR", _load_digits_var, shipped_weights_identity, 10, DATASET)
 
 
 def _half(state_dict: dict) -> dict:

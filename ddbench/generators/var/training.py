@@ -26,8 +26,6 @@ from ddbench.training import (
     ResumePoint,
     StreamingImageSet,
     TensorImageSet,
-    WarmupCosine,
-    build_optimizer,
     center_square_resize,
     fit,
     load_tensor_set,
@@ -67,8 +65,8 @@ def batch_indices(seed: int, stage: str, step: int, count: int, batch_size: int)
 
 
 def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
-    """AdamW; weight decay only on matrices (not on biases, norms, embeddings of scale or position)."""
-    return build_optimizer(model, "adamw", config.lr, config.weight_decay, betas=config.betas, no_decay_names=("pos_",))
+    """The stage's optimiser (AdamW); weight decay only on matrices (not on biases, norms, embeddings of scale or position)."""
+    return config.optim.build(model, no_decay_names=("pos_",))
 
 
 def fit_stage(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: Path, identity: dict,
@@ -78,8 +76,9 @@ def fit_stage(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: 
     `<out_dir>/<stage>_last.ckpt` every `config.checkpoint_every` steps. Returns a JSON-able summary."""
     seed_everything(config.seed)
     result = fit(model, make_optimizer(model, config), step_loss, total_steps=config.steps,
-                 schedule=WarmupCosine(config.steps, config.warmup_steps, final_fraction=0.1),
-                 grad_clip=config.grad_clip, precision=Precision(next(model.parameters()).device, config.precision),
+                 schedule=config.schedule(),
+                 grad_clip=config.optim.grad_clip,
+                 precision=Precision(next(model.parameters()).device, config.optim.precision),
                  resume=ResumePoint(out_dir / f"{stage}_last.ckpt", config.checkpoint_every, identity),
                  stop_after=stop_after, progress=progress, description=f"training {stage}")
     return result.summary()

@@ -18,9 +18,9 @@ from typing import Optional, Sequence
 import torch
 
 from ddbench.core.errors import ConfigError
+from ddbench.generators.var.configs import STAGES, stage_of_scale
 
 MODES = ("logit_bias", "post_softmax")
-STAGES = ("coarse", "mid", "fine")
 
 
 # ----- the three operations of Algorithm 1 -----
@@ -70,13 +70,6 @@ def is_neutral(beta: float, mode: str) -> bool:
 
 
 # ----- schedules: one value, one per stage, or one per scale -----
-def stage_of_scale(scale_index: int, num_scales: int) -> int:
-    """0 coarse, 1 mid, 2 fine: scales 1..N-1 split in three (N=10: 1-3, 4-6, 7-9); scale 0 -> coarse."""
-    if scale_index <= 0:
-        return 0
-    return min(2, (scale_index - 1) * 3 // max(1, num_scales - 1))
-
-
 def per_scale(values: Sequence[float], num_scales: int, name: str) -> list[float]:
     """Expand 1 value (all scales), 3 (coarse, mid, fine) or N (one per scale) to N values."""
     values = [float(v) for v in values]

@@ -38,14 +38,13 @@ def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, bat
     """Fine-tune with class tokens (token CE + class CE), resumable. ImageNet-family datasets start
     from var_d16 (paper recipe for imagenet1k, a cheaper documented one for subsets) and land in the
     weights table's slot; digits starts from the shipped digits VAR; --from starts anywhere."""
-    from dataclasses import replace
-
     from ddbench.core import paths
     from ddbench.core.device import resolve_device
     from ddbench.core.errors import ConfigError
     from ddbench.core.registry import create_dataset
     from ddbench.terminal import RichProgress
     from ddbench.methods.hieramp.finetune import FinetuneConfig
+    from ddbench.training import with_settings
 
     changes = {key: value for key, value in dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                                                   precision=precision).items() if value is not None}
@@ -61,7 +60,7 @@ def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, bat
             raise ConfigError("pass both --from VAR_CKPT and --vqvae VQVAE_CKPT")
         class_map = generator_class_map(spec, checkpoint_num_classes(from_ckpt), generator=from_ckpt)
         summary = finetune_class_tokens(from_ckpt, vqvae_ckpt, spec.split("train"), out_dir,
-                                        config=replace(FinetuneConfig(), **changes), val_set=spec.split("val"),
+                                        config=with_settings(FinetuneConfig(), **changes), val_set=spec.split("val"),
                                         device=resolved_device, progress=progress, label_map=class_map.labels)
     elif getattr(spec, "imagenet1k_indices", None) is not None:
         from ddbench.methods.hieramp.subset_finetune import finetune_for_dataset, recipe_with
@@ -75,6 +74,6 @@ def finetune_command(from_ckpt, vqvae_ckpt, dataset, data_root, out, epochs, bat
         if dataset != get_preset("digits").dataset:
             raise ConfigError(f"pass --from VAR_CKPT and --vqvae VQVAE_CKPT: {dataset} has no ImageNet-1K classes "
                               f"(for var_d16) and no VAR shipped in the package (only {get_preset('digits').dataset} has)")
-        summary = finetune_digits(out_dir, spec, config=replace(DIGITS_FINETUNE, **changes), device=resolved_device,
+        summary = finetune_digits(out_dir, spec, config=with_settings(DIGITS_FINETUNE, **changes), device=resolved_device,
                                   progress=progress)
     click.echo(json.dumps(summary, indent=2, default=str))

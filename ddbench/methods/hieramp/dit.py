@@ -28,7 +28,7 @@ import torch
 
 from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import DistillTask
-from ddbench.generators.dit.distill import DiTSamplingConfig, DiTSamplingMethod
+from ddbench.generators.dit.sampling_method import DiTSamplingConfig, DiTSamplingMethod
 from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS
 
 
@@ -78,6 +78,7 @@ class HierAmpDiT(DiTSamplingMethod):
     """`hieramp-dit`: plain DiT sampling with the attention output of `amp_blocks` scaled on the object region."""
 
     name = "hieramp-dit"
+    source_modules = ("ddbench.methods.hieramp", "ddbench.generators.dit")  # the DiT sampler decides the images too
     Config = HierAmpDiTConfig
     default_weights = {"digits": DIGITS_DIT_WEIGHTS}  # the `dit` weights: the paper compares DiT with DiT + HIERAMP
 

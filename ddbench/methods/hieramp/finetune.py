@@ -10,7 +10,7 @@ a superset of the official VAR layout.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -19,11 +19,11 @@ import torch
 from ddbench.core import distributed
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
-from ddbench.generators.var.configs import TrainConfig
+from ddbench.generators.var.configs import VAR_OPTIMIZER, TrainConfig
 from ddbench.generators.var.loading import Source
 from ddbench.generators.var.training import batch_indices, encode_split, fit_stage
 from ddbench.generators.var.vqvae import VQVAE
-from ddbench.training import shard_key
+from ddbench.training import OptimizerRecipe, shard_key
 from ddbench.training.checkpoint import save_atomic
 from ddbench.methods.hieramp.model import ClassTokenVAR, class_token_loss, load_class_token_var
 
@@ -37,23 +37,18 @@ class FinetuneConfig:
 
     epochs: float = 5.0
     batch_size: int = 32
-    lr: float = 5e-4
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 2.0
+    #: the VAR optimiser (paper section 4.1) at a fine-tune's lr
+    optim: OptimizerRecipe = replace(VAR_OPTIMIZER, lr=5e-4)
     warmup_fraction: float = 0.05
     class_loss_weight: float = 1.0
     seed: int = 0
     checkpoint_every: int = 100
-    #: fp32, or on CUDA bf16 / fp16 / auto (see TrainConfig.precision)
-    precision: str = "fp32"
 
     def train_config(self, num_images: int) -> TrainConfig:
         steps = max(1, math.ceil(self.epochs * num_images / self.batch_size))
-        return TrainConfig(steps=steps, batch_size=self.batch_size, lr=self.lr, weight_decay=self.weight_decay,
-                           betas=self.betas, grad_clip=self.grad_clip,
+        return TrainConfig(steps=steps, batch_size=self.batch_size, optim=self.optim,
                            warmup_steps=max(1, round(self.warmup_fraction * steps)),
-                           checkpoint_every=self.checkpoint_every, seed=self.seed, precision=self.precision)
+                           checkpoint_every=self.checkpoint_every, seed=self.seed)
 
 
 @torch.no_grad()

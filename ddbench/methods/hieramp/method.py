@@ -25,16 +25,14 @@ from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DistillTask, Method
-from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler
 from ddbench.generators.class_map import GeneratorClassMap, generator_class_map
+from ddbench.generators.var.loading import release_var
+from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler
+from ddbench.generators.var.shipped import DIGITS_VAR
+from ddbench.generators.weights import GeneratorWeights
 from ddbench.methods.hieramp.amplify import AmplificationPlan, SaliencyRecord
-from ddbench.methods.hieramp.generator_weights import (
-    DIGITS_CLASS_TOKEN_VAR,
-    DIGITS_VAR,
-    GeneratorWeights,
-    finetuned_class_token_var,
-    release_var,
-)
+from ddbench.methods.hieramp.digits_weights import DIGITS_CLASS_TOKEN_VAR
+from ddbench.methods.hieramp.subset_finetune import finetuned_class_token_var
 from ddbench.methods.hieramp.presets import ABLATIONS, SAMPLING_PRESETS
 
 SAMPLE_PURPOSE = "hieramp-sample"
@@ -77,6 +75,9 @@ class HierAmpConfig(VarClsConfig):
 
 class _VarFamily(Method):
     """Shared loading, seeding and saving; subclasses say whether class tokens are used and how."""
+
+    #: what these methods output is decided by the VAR backbone too (sampling, VQ-VAE decode)
+    source_modules = ("ddbench.methods.hieramp", "ddbench.generators.var")
 
     presets = SAMPLING_PRESETS
     uses_class_tokens = True

@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from typing import Any, Optional
 
 import torch
 
 from ddbench.core import distributed, paths
+from ddbench.core.errors import CheckpointError
 from ddbench.core.files import write_atomic
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.interfaces import DatasetSpec
@@ -31,12 +32,13 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators import weights
 from ddbench.generators.class_map import IMAGENET1K, generator_class_map
 from ddbench.methods.hieramp.finetune import FINETUNED_WEIGHTS, FinetuneConfig, finetune_class_tokens
+from ddbench.training import with_settings
 
 BASE_VAR, BASE_VQVAE = "var_d16", "vae_ch160v4096z32"
-PAPER_FINETUNE = FinetuneConfig(epochs=5.0, batch_size=768, lr=3e-4, warmup_fraction=0.02, precision="auto",
-                                checkpoint_every=500)
-SUBSET_FINETUNE = FinetuneConfig(epochs=10.0, batch_size=64, lr=1e-4, warmup_fraction=0.05, precision="auto",
-                                 checkpoint_every=200)
+PAPER_FINETUNE = with_settings(FinetuneConfig(), epochs=5.0, batch_size=768, lr=3e-4, warmup_fraction=0.02,
+                               precision="auto", checkpoint_every=500)
+SUBSET_FINETUNE = with_settings(FinetuneConfig(), epochs=10.0, batch_size=64, lr=1e-4, warmup_fraction=0.05,
+                                precision="auto", checkpoint_every=200)
 #: the assumption behind the time estimate: sustained bf16 throughput of one A100 (40% of 312 TFLOP/s)
 ASSUMED_GPU_FLOPS = 125e12
 ASSUMED_GPU = "one A100 at 40% of its 312 TFLOP/s bf16 peak"
@@ -126,4 +128,30 @@ def finetune_for_dataset(dataset: DatasetSpec, *, config: Optional[FinetuneConfi
 
 def recipe_with(dataset: DatasetSpec, **changes: Any) -> FinetuneConfig:
     """The dataset's recipe with explicit changes (e.g. fewer epochs from the command line)."""
-    return replace(finetune_recipe(dataset), **changes)
+    return with_settings(finetune_recipe(dataset), **changes)
+
+
+def finetuned_class_token_var(dataset: DatasetSpec, method: str) -> weights.GeneratorWeights:
+    """The class-token VAR fine-tuned from var_d16 for `dataset`, from its weights-table slot; a
+    missing one is an error naming the command that makes it and its estimated GPU time."""
+    entry = slot(dataset)
+
+    def require() -> None:
+        if not entry.cache_path().is_file():
+            raise CheckpointError(missing_message(dataset, method))
+
+    def identity() -> dict[str, str]:
+        require()
+        return weights.table_identity(generator=entry, vqvae=BASE_VQVAE)()
+
+    def load(device, progress):
+        require()
+        from ddbench.methods.hieramp.model import load_class_token_var
+
+        vqvae_path = weights.resolve_weights(BASE_VQVAE, progress=progress, option="--set vqvae_ckpt=PATH")
+        model, vqvae, _ = load_class_token_var(entry.cache_path(), vqvae_path, device=device, require_class_tokens=True)
+        return model, vqvae, {"weights": f"{entry.name} (fine-tuned here, {entry.cache_path()})",
+                              "var_ckpt": str(entry.cache_path()), "vqvae_ckpt": str(vqvae_path)}
+
+    return weights.GeneratorWeights(f"class-token {BASE_VAR} fine-tuned for {dataset.name}", load, identity, 1000,
+                                    IMAGENET1K)

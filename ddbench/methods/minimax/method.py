@@ -9,14 +9,16 @@
 from __future__ import annotations
 
 from ddbench.core.interfaces import DatasetSpec
-from ddbench.generators.dit.distill import DiTSamplingMethod
-from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS, DIGITS_MINIMAX_WEIGHTS
+from ddbench.generators.dit.sampling_method import DiTSamplingMethod
+from ddbench.generators.dit.shipped import DIGITS_DIT_WEIGHTS
+from ddbench.methods.minimax.digits import DIGITS_MINIMAX_WEIGHTS
 
 
 class PlainDiT(DiTSamplingMethod):
     """`dit`: class-conditional DiT sampling without the Minimax fine-tune."""
 
     name = "dit"
+    source_modules = ("ddbench.methods.minimax", "ddbench.generators.dit")  # the DiT sampler decides the images too
     default_weights = {"digits": DIGITS_DIT_WEIGHTS}
 
 
@@ -24,6 +26,7 @@ class Minimax(DiTSamplingMethod):
     """`minimax`: the DiT after Minimax fine-tuning (representativeness + diversity), sampled the same way."""
 
     name = "minimax"
+    source_modules = ("ddbench.methods.minimax", "ddbench.generators.dit")  # the DiT sampler decides the images too
     uses_release = False  # the release links no fine-tuned checkpoint (MinimaxDiffusion issue #14)
     default_weights = {"digits": DIGITS_MINIMAX_WEIGHTS}
 

@@ -1,5 +1,5 @@
 """RDED (official selection, seeded): entry point `rded` (group `ddbench.methods`) -> Rded."""
 
-from ddbench.methods.rded.method import Rded, RdedConfig
+from ddbench.methods.rded.method import Rded, RdedSynthesisConfig
 
-__all__ = ["Rded", "RdedConfig"]
+__all__ = ["Rded", "RdedSynthesisConfig"]

@@ -44,7 +44,7 @@ STITCH_FROM_RESOLUTION = 128
 
 
 @dataclass
-class RdedConfig:
+class RdedSynthesisConfig:
     """The official scripts' values (mipc 300, num_crop 5); factor None: by resolution (see above)."""
 
     mipc: int = 300
@@ -61,7 +61,7 @@ def default_factor(resolution: int) -> int:
 
 class Rded(Method):
     name = "rded"
-    Config = RdedConfig
+    Config = RdedSynthesisConfig
     needs_teacher = True
 
     def factor(self, task: DistillTask) -> int:

@@ -71,3 +71,17 @@ def minimax_batches() -> list[dict]:
 #: subset class id -> generator label (as Minimax's woof ids map to ImageNet indices)
 MINIMAX_LABEL_MAP = [4, 1, 2]
 MINIMAX_MEMORY = 3
+
+
+#: a small model for the training tests (DiT training and the Minimax fine-tune)
+TRAIN_TINY = DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=3)
+
+
+def tiny_image_set(count: int = 18):
+    """`count` seeded random 8 px RGB images, labels 0, 1, 2, 0, ..."""
+    import numpy as np
+
+    from ddbench.core.images import ArrayImageDataset
+
+    rng = np.random.default_rng(0)
+    return ArrayImageDataset(rng.integers(0, 256, (count, 8, 8, 3), dtype=np.uint8), [i % 3 for i in range(count)])

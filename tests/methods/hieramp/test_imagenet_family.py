@@ -45,12 +45,13 @@ def _manifest(output: str) -> dict:
 def test_woof_finetune_then_run_maps_classes_to_imagenet_indices(released, cli, tmp_path, isolated_home):
     root = make_wnid_tree(tmp_path / "imagewoof2", ImageWoof.wnids, train=4, val=2, size=(12, 10))
     tuned = cli("hieramp", "finetune", "--dataset", "woof", "--data-root", str(root), "--epochs", "0.5",
-                "--batch-size", "8", "--device", "cpu")
+                "--batch-size", "8", "--lr", "2e-4", "--device", "cpu")
     assert tuned.exit_code == 0, tuned.output
     slot = isolated_home / "weights" / "ddbench/class-token-var" / "var_d16_cls_woof.pth"
     record = json.loads(slot.with_suffix(".json").read_text())
     assert list(record["generator_classes"]["classes"].values()) == WOOF_INDICES
     assert record["recipe"]["epochs"] == 0.5 and record["recipe"]["batch_size"] == 8  # explicit overrides win
+    assert record["recipe"]["optim"]["lr"] == 2e-4 and record["recipe"]["optim"]["weight_decay"] == 0.05
     assert released.downloads("var_d16.pth") == 1 and released.downloads("vae_ch160v4096z32.pth") == 1
 
     result = cli("run", "--method", "hieramp", "--dataset", "woof", "--ipc", "1", "--data-root", str(root),

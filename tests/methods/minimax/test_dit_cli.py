@@ -21,6 +21,16 @@ def test_dit_sample_writes_a_class_by_sample_grid(tmp_path):
     assert Image.open(out).size == (2 * 16, 2 * 16)
 
 
+def test_minimax_sample_writes_a_grid_from_the_shipped_fine_tune(tmp_path):
+    from ddbench.methods.minimax.commands import minimax_group
+
+    out = tmp_path / "grid.png"
+    result = CliRunner().invoke(minimax_group, ["sample", "--classes", "1,4,9", "--per-class", "1", "--steps", "5",
+                                                "--device", "cpu", "--out", str(out)], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert Image.open(out).size == (1 * 16, 3 * 16)
+
+
 def test_minimax_finetune_refuses_a_dataset_without_a_base(tmp_path):
     from ddbench.core.errors import ConfigError
     from ddbench.methods.minimax.commands import minimax_group

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ddbench.analysis import tokens
+from ddbench.analysis import token_usage as tokens
 from ddbench.core.errors import ConfigError
 
 PYRAMID = (1, 2)  # scale 0: one token per image, scale 1: 2x2

@@ -4,7 +4,7 @@ As `train_dit.py` + `run.sh`: only the Minimax trainable set learns (biases, the
 gammas of blocks 0-13); AdamW lr 1e-3, weight decay 0, constant lr, no clipping; EMA 0.9999 from an
 exact copy; batch 8, 8 epochs of a seeded permutation with drop_last; 10% label dropout; images
 center-cropped (ADM style) and randomly flipped, encoded by the codec with a sampled posterior.
-The loss is the diffusion loss plus the Minimax terms (`ddbench.generators.dit.minimax`). Unlike the
+The loss is the diffusion loss plus the Minimax terms (`ddbench.methods.minimax.objective`). Unlike the
 release, every draw is seeded from (seed, purpose, step) and the class memories are saved with the
 checkpoint (`fit`'s stateful extras), so an interrupted fine-tune resumes exactly. The release samples from the step-12000
 checkpoint of its ImageNet-woof run; here the EMA after the last epoch is written.
@@ -23,9 +23,9 @@ from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.dit.codecs import Codec
 from ddbench.generators.dit.diffusion import GaussianDiffusion
-from ddbench.generators.dit.minimax import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
+from ddbench.methods.minimax.objective import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
 from ddbench.generators.dit.model import DiT
-from ddbench.training import (EpochBatches, ExponentialMovingAverage, Precision, ResumePoint, build_optimizer, fit,
+from ddbench.training import (EpochBatches, ExponentialMovingAverage, OptimizerRecipe, Precision, ResumePoint, fit,
                               load_tensor_set)
 
 MINIMAX_WEIGHTS = "minimax_ema.pt"  # the EMA weights, official layout + gammas
@@ -35,14 +35,13 @@ MINIMAX_WEIGHTS = "minimax_ema.pt"  # the EMA weights, official layout + gammas
 class MinimaxFinetuneConfig:
     epochs: int = 8
     batch_size: int = 8
-    lr: float = 1e-3
+    optim: OptimizerRecipe = OptimizerRecipe(lr=1e-3)  # AdamW, no weight decay or clipping; bf16 on CUDA, fp32 on CPU
     ema_decay: float = 0.9999
     lambda_rep: float = 0.002
     lambda_div: float = 0.008
     memory_size: int = 64
     flip: bool = True  # RandomHorizontalFlip (off for digits: a mirrored digit is another shape)
     seed: int = 0
-    precision: str = "auto"  # bf16 autocast on CUDA, fp32 on CPU
 
 
 def adm_center_crop(resolution: int):
@@ -80,7 +79,7 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
     latent_shape = (model.config.in_channels, model.config.input_size, model.config.input_size)
     memories = ClassMemories(len(class_labels), config.memory_size, latent_shape).to(device)
     ema = ExponentialMovingAverage(model, config.ema_decay)
-    optimizer = build_optimizer(model, "adamw", config.lr, 0.0)
+    optimizer = config.optim.build(model)
     objective = MinimaxObjective(memories, MinimaxWeights(config.lambda_rep, config.lambda_div, config.memory_size),
                                  GaussianDiffusion())
     batches = EpochBatches(len(images.labels), config.batch_size, config.seed, "minimax-batches", drop_last=True)
@@ -105,7 +104,8 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
         return objective(model, latents, class_ids, labels.to(device), t.to(device), noise.to(device))
 
     result = fit(model, optimizer, step_loss, total_steps=config.epochs * batches.steps_per_epoch, ema=ema,
-                 precision=Precision(device, config.precision), stateful={"memories": memories},
+                 grad_clip=config.optim.grad_clip, precision=Precision(device, config.optim.precision),
+                 stateful={"memories": memories},
                  resume=ResumePoint(out_dir / "minimax_last.ckpt", every=batches.steps_per_epoch, identity=identity),
                  steps_per_epoch=batches.steps_per_epoch, stop_after=stop_after, progress=progress,
                  description="Minimax fine-tuning")

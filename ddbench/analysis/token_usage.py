@@ -7,7 +7,7 @@ the images of one class. Figure 3 counts, per scale and per stage, the classes w
 coverage increased, decreased or stayed the same from one run to another; Figure 4 maps, for one
 class, how many distinct tokens appear at each position of each scale.
 
-Stages are the method's: coarse, mid and fine split scales 1..N-1 in three (N = 10: 1-3, 4-6, 7-9;
+Stages are the pyramid's (`ddbench.generators.var.configs.STAGES`, named as HIERAMP does): coarse, mid and fine split scales 1..N-1 in three (N = 10: 1-3, 4-6, 7-9;
 digits' 6 scales: 1-2, 3-4, 5); scale 0 (one token per image) counts as coarse.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ddbench.core.errors import ConfigError
-from ddbench.methods.hieramp.amplify import STAGES, stage_of_scale
+from ddbench.generators.var.configs import STAGES, stage_of_scale
 
 METRICS = ("entropy", "coverage")
 OUTCOMES = ("increased", "decreased", "unchanged")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ddbench.analysis.tokenise import open_run, run_vqvae, tokenise
+from ddbench.analysis.run_tokeniser import open_run, run_vqvae, tokenise
 from ddbench.core.distilled import DistilledSetWriter
 from ddbench.core.errors import CheckpointError, DistilledSetError
 from ddbench.core.identity import RunIdentity

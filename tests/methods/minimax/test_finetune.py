@@ -1,6 +1,5 @@
 """Minimax fine-tuning on the shared step loop: only the Minimax set moves, an interrupted run resumes
-exactly (weights, EMA and class memories), and the written EMA loads as a DiT; the digits training
-resumes the same way."""
+exactly (weights, EMA and class memories), and the written EMA loads as a DiT."""
 
 from __future__ import annotations
 
@@ -8,21 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from ddbench.core.images import ArrayImageDataset
 from ddbench.generators.dit.codecs import PixelCodec
-from ddbench.generators.dit.config import DiTConfig
-from ddbench.generators.dit.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, adm_center_crop, finetune_minimax
 from ddbench.generators.dit.loading import load_dit
-from ddbench.generators.dit.training import DiTPreset, DiTTrainConfig, train_dit
+from ddbench.methods.minimax.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, adm_center_crop, finetune_minimax
+from tests.generators.dit.helpers import TRAIN_TINY as TINY
+from tests.generators.dit.helpers import tiny_image_set as tiny_dataset
 from tests.generators.dit.helpers import tiny_model
 
-TINY = DiTConfig(input_size=8, patch_size=2, in_channels=3, hidden_size=32, depth=2, num_heads=2, num_classes=3)
 RECIPE = MinimaxFinetuneConfig(epochs=2, batch_size=4, memory_size=3, ema_decay=0.9)
-
-
-def tiny_dataset(count: int = 18) -> ArrayImageDataset:
-    rng = np.random.default_rng(0)
-    return ArrayImageDataset(rng.integers(0, 256, (count, 8, 8, 3), dtype=np.uint8), [i % 3 for i in range(count)])
 
 
 def run(out, stop_after=None):
@@ -73,15 +65,3 @@ def test_adm_center_crop_matches_the_release_steps():
     expected = expected.resize((round(75 * 64 / 65), 64), Image.BICUBIC)
     left = (expected.size[0] - 64) // 2
     assert np.array_equal(np.asarray(out), np.asarray(expected)[:, left:left + 64])
-
-
-def test_small_dit_training_resumes_exactly(tmp_path):
-    preset = DiTPreset("tiny", "tiny", 8, TINY, DiTTrainConfig(steps=6, batch_size=4, warmup_steps=2, checkpoint_every=2))
-    full = train_dit(preset, tiny_dataset(), tmp_path / "full")
-    train_dit(preset, tiny_dataset(), tmp_path / "cut", stop_after=3)
-    resumed = train_dit(preset, tiny_dataset(), tmp_path / "cut")
-    assert full["finished"] and resumed["resumed_from"] == 3
-    a = torch.load(tmp_path / "full" / "dit.pth", weights_only=True)
-    b = torch.load(tmp_path / "cut" / "dit.pth", weights_only=True)
-    assert not any("gamma" in key for key in a)  # the plain official layout
-    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -1,5 +1,7 @@
-"""The shared part of the DiT-based methods (`dit`, `minimax`, `hieramp-dit`): load a DiT and its codec,
-map the dataset's classes to the generator's labels, sample per-image-seeded images, save them.
+"""Plain DiT sampling as a `Method` base, shared by the DiT-based methods of two papers (`dit` and `minimax`
+in ddbench.methods.minimax, `hieramp-dit` in ddbench.methods.hieramp): load a DiT and its codec, map the
+dataset's classes to the generator's labels, sample per-image-seeded images, save them. It lives with
+the backbone because a method package never imports another one; nothing here is a paper's addition.
 
 Every image draws from its own generator, (seed, "dit-sample", class, image), shared by the three
 methods, so they are compared on equal seeds and a class-sharded run makes the same images.
@@ -8,9 +10,7 @@ Images are made at the generator's resolution and saved at the dataset's (Lanczo
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar, Mapping, Optional
 
 import torch
@@ -18,16 +18,15 @@ from PIL import Image
 
 from ddbench.core.config import NOT_IN_IDENTITY
 from ddbench.core.errors import CheckpointError, ConfigError
-from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution
 from ddbench.core.interfaces import DatasetSpec, DistillTask, Method
-from ddbench.generators.sources import GeneratorWeights
-from ddbench.generators.class_map import IMAGENET1K, generator_class_map
-from ddbench.generators.dit.codecs import CODECS, SD_VAE_ENTRIES, load_sd_vae, make_codec, to_uint8
+from ddbench.generators.class_map import generator_class_map
+from ddbench.generators.dit.codecs import CODECS, load_sd_vae, make_codec, to_uint8
+from ddbench.generators.dit.loading import checkpoint_identity, codec_identity, release_dit
+from ddbench.generators.weights import GeneratorWeights
 from ddbench.generators.dit.sampling import DiTSampler, SamplingOptions, StepGuidance
 
 SAMPLE_PURPOSE = "dit-sample"
-RELEASE_DIT = "dit_xl_2_256"  # the weights-table entry of DiT-XL-2-256x256.pt
 
 
 @dataclass
@@ -41,55 +40,6 @@ class DiTSamplingConfig:
     cfg: float = 4.0
     # images per forward; never changes which image a seed gives (at most a last-bit rounding of a batched matmul)
     batch_size: int = field(default=10, metadata=NOT_IN_IDENTITY)
-
-
-def checkpoint_identity(source: str) -> str:
-    """sha256 of a local checkpoint (a diffusers folder: of its weights file); a hub id stands for itself."""
-    from ddbench.generators.dit.loading import DIFFUSERS_WEIGHTS
-
-    path = Path(source).expanduser()
-    if path.is_dir():
-        folder = path / "transformer" if (path / "transformer").is_dir() else path
-        weights = next((folder / name for name in DIFFUSERS_WEIGHTS if (folder / name).is_file()), None)
-        if weights is None:
-            raise CheckpointError(f"{path} holds none of {', '.join(DIFFUSERS_WEIGHTS)}")
-        return cached_sha256_file(weights)
-    if path.is_file():
-        return cached_sha256_file(path)
-    if re.fullmatch(r"[\w.-]+/[\w.-]+(/[\w./-]+)?", source):
-        return f"hub:{source}"
-    raise CheckpointError(f"DiT checkpoint {source} does not exist; pass a .pt file, a diffusers folder or a hub id")
-
-
-def codec_identity(vae: str) -> dict[str, str]:
-    """{"vae": sha256} of the SD VAE a run decodes with (the table's, for mse/ema); nothing for fixed codecs."""
-    if vae in CODECS:
-        return {}
-    if vae in SD_VAE_ENTRIES:
-        from ddbench.generators import weights
-
-        files = weights.get_entry(SD_VAE_ENTRIES[vae]).files
-        return {"vae": next(f.sha256 for f in files if f.filename.endswith(".safetensors"))}
-    return {"vae": checkpoint_identity(vae)}
-
-
-def release_dit(vae: str) -> GeneratorWeights:
-    """The released DiT-XL/2 256x256 (`dit_xl_2_256` in the weights table, downloaded on first use) and
-    the SD VAE `vae`, for datasets with ImageNet-1K indices."""
-    def load(device, progress):
-        from ddbench.generators import weights
-        from ddbench.generators.dit.loading import load_dit
-
-        path = weights.resolve_weights(RELEASE_DIT, progress=progress, option="--set dit_ckpt=PATH")
-        return load_dit(path, device=device), load_sd_vae(vae, device, progress=progress), {
-            "weights": f"{RELEASE_DIT} (weights table)", "dit_ckpt": str(path), "codec": vae}
-
-    def identity() -> dict[str, str]:
-        from ddbench.generators import weights
-
-        return {"generator": weights.known_sha256(RELEASE_DIT) or f"unpublished:{RELEASE_DIT}", **codec_identity(vae)}
-
-    return GeneratorWeights(f"released {RELEASE_DIT}", load, identity, 1000, IMAGENET1K)
 
 
 class DiTSamplingMethod(Method):

@@ -2,9 +2,9 @@
 
 Which VQ-VAE tokenises a run: an explicit `--vqvae PATH` (any folder, e.g. real images or another
 tool's output), else the one the run's manifest records in its weights identity (`weights.vqvae`,
-a SHA-256), found among the files ddbench knows: the run's `vqvae_ckpt`, the VQ-VAEs shipped in
-the package, and the weights table's VQ-VAEs (the release's, from the cache or downloaded). Images are resized to the VQ-VAE's native resolution (Lanczos, centre crop) and
-encoded coarse to fine.
+a SHA-256), found among the files ddbench knows: the run's `vqvae_ckpt`, then the weights table's
+VQ-VAEs (shipped in the package, or the release's from the cache or downloaded). Images are resized
+to the VQ-VAE's native resolution (Lanczos, centre crop) and encoded coarse to fine.
 """
 
 from __future__ import annotations
@@ -16,31 +16,13 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-from ddbench.analysis.tokens import TokenSet
+from ddbench.analysis.token_usage import TokenSet
 from ddbench.core import paths
 from ddbench.core.distilled import MANIFEST_NAME, DistilledSet
 from ddbench.core.errors import CheckpointError, DistilledSetError
 from ddbench.core.hashing import cached_sha256_file
 from ddbench.core.images import fit_to_resolution, open_rgb
 from ddbench.generators.var.vqvae import VQVAE
-
-
-def _shipped_digits_vqvae_path() -> Path:
-    from ddbench.generators.var.shipped import SHIPPED_VQVAE, shipped_weights_dir
-
-    return shipped_weights_dir() / SHIPPED_VQVAE
-
-
-def _shipped_digits_vqvae(device: torch.device) -> VQVAE:
-    from ddbench.generators.var.shipped import load_digits_models
-
-    return load_digits_models(device)[1]
-
-
-#: the VQ-VAE files ddbench ships: (where the file is, how to load it with its scale pyramid)
-SHIPPED_VQVAES: list[tuple[Callable[[], Path], Callable[[torch.device], VQVAE]]] = [
-    (_shipped_digits_vqvae_path, _shipped_digits_vqvae),
-]
 
 
 @dataclass
@@ -88,7 +70,6 @@ def _candidates(run: DistilledSet) -> list[tuple[Path, Callable[[torch.device], 
         pyramid = _pyramid_of(config["var_ckpt"]) if config.get("var_ckpt") else None
         found.append((Path(config["vqvae_ckpt"]),
                       lambda device: load_vqvae(config["vqvae_ckpt"], patch_nums=pyramid, device=device)))
-    found += [(locate(), load) for locate, load in SHIPPED_VQVAES if locate().is_file()]
     return found
 
 
@@ -112,10 +93,11 @@ def run_vqvae(run: DistilledSet, device: torch.device, vqvae_path: Optional[str]
             return RunVQVAE(load(device).eval(), str(path), recorded)
     from ddbench.generators import weights as table
 
-    for entry in table.TABLE.values():  # a table VQ-VAE (the release's): from the cache, or downloaded
+    for entry in table.TABLE.values():  # a table VQ-VAE: shipped, or the release's from the cache or downloaded
         if entry.kind == "vqvae" and table.known_sha256(entry) == recorded:
             path = table.resolve_weights(entry, option="--vqvae PATH")
-            pyramid = _pyramid_of(config["var_ckpt"]) if config.get("var_ckpt") else None
+            pyramid = (_pyramid_of(config["var_ckpt"]) if config.get("var_ckpt") else
+                       entry.architecture.get("patch_nums"))  # None: the release's pyramid
             return RunVQVAE(load_vqvae(path, patch_nums=pyramid, device=device).eval(), str(path), recorded)
     known = ", ".join(str(path) for path, _ in candidates) or "none"
     raise CheckpointError(f"{run.root} was made with the VQ-VAE of sha256 {recorded[:16]}..., and neither the weights "
