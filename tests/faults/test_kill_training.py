@@ -42,7 +42,7 @@ def minimax_command(home: Path) -> tuple[str, ...]:
 
 def _without_timing(value):
     if isinstance(value, dict):
-        return {key: _without_timing(item) for key, item in value.items() if key not in TIMING_KEYS}
+        return {key: _without_timing(item) for key, item in value.items() if key not in TIMING_KEYS and "seconds" not in key}
     return value
 
 
