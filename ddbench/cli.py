@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import click
@@ -17,6 +20,7 @@ from ddbench.terminal import RichProgress
 
 console = Console(soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
+INTERRUPTED = "finished classes and evaluations are kept; rerun the same command to resume"
 
 
 def _int_list(value: str, option: str) -> list[int]:
@@ -66,6 +70,7 @@ class DDBenchGroup(click.Group):
         return command
 
     def invoke(self, ctx: click.Context):
+        interrupted = False
         try:
             with distributed.session():  # under torchrun: join the group; a failure stops every rank
                 return super().invoke(ctx)
@@ -83,8 +88,38 @@ class DDBenchGroup(click.Group):
             err_console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
-            err_console.print("[yellow]interrupted:[/yellow] finished classes and evaluations are kept; rerun the same command to resume")
+            interrupted = True
+            self.exit_130_on_ctrl_c(reported=True)
+            err_console.print(f"[yellow]interrupted:[/yellow] {INTERRUPTED}")
             sys.exit(130)
+        finally:
+            self.exit_130_on_ctrl_c(reported=interrupted)
+
+    #: set by `__call__`: this process is the program (console script, `python -m ddbench`), not a CliRunner
+    owns_process = False
+
+    def __call__(self, *args, **kwargs):
+        DDBenchGroup.owns_process = True
+        return self.main(*args, **kwargs)
+
+    def exit_130_on_ctrl_c(self, reported: bool = False) -> None:
+        """From the end of the command on (done, failed or interrupted), a Ctrl-C that lands while
+        the process shuts down (click's exit, atexit, torch's teardown) exits 130 at once, with the
+        one line if none was printed, instead of click's "Aborted!" (1) or death by SIGINT (-2)."""
+        if not self.owns_process or threading.current_thread() is not threading.main_thread():
+            return
+
+        def exit_130(signum, frame):
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            if not reported:
+                os.write(2, f"\ninterrupted: {INTERRUPTED}\n".encode())
+            os._exit(130)
+
+        signal.signal(signal.SIGINT, exit_130)
 
 
 @click.group(cls=DDBenchGroup)

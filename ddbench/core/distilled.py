@@ -106,7 +106,8 @@ class DistilledSetWriter:
 
     Under torchrun every rank constructs the writer (a collective step): rank 0 opens or creates
     the folder, then each rank writes its share of the pending classes (`classes_for_this_process`)
-    and sends their checksums to rank 0, the only process that writes the manifest."""
+    and sends their checksums to rank 0, the only process that writes the manifest. The manifest's
+    `written_by` says which rank wrote each class (0 in a single process)."""
 
     def __init__(
         self,
@@ -148,6 +149,7 @@ class DistilledSetWriter:
                     "extra": extra or {},
                     "ddbench_version": ddbench.__version__,
                     "files": {},
+                    "written_by": {},
                     "complete": False,
                 }
                 _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
@@ -187,16 +189,17 @@ class DistilledSetWriter:
         """The pending classes this process writes: all of them in a single process."""
         return list(self._shares[distributed.rank() if len(self._shares) > 1 else 0])
 
-    def _record(self, checksums: dict[str, str]) -> None:
-        """Add finished classes to the manifest (rank 0, or a single process), under the lock."""
+    def _record(self, class_index: int, checksums: dict[str, str], rank: int) -> None:
+        """Add a finished class to the manifest (rank 0, or a single process), under the lock."""
         with self._locked():
             self._reload()
             self.manifest["files"].update(checksums)
+            self.manifest.setdefault("written_by", {})[self.class_names[class_index]] = rank
             _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
 
     def _collect_other_ranks(self, block: bool) -> None:
         """Record the classes the other ranks finished (rank 0); blocking: all of them, one by one."""
-        for share in self._shares[1:]:
+        for rank, share in enumerate(self._shares[1:], start=1):
             for class_index in share:
                 if class_index in self._received:
                     continue
@@ -204,7 +207,7 @@ class DistilledSetWriter:
                 if checksums is None:  # a rank writes its share in order: the rest is not there either
                     break
                 if checksums:  # empty: another process sharing the folder had recorded it already
-                    self._record(checksums)
+                    self._record(class_index, checksums, rank)
                 self._received.add(class_index)
 
     def _class_done(self, name: str) -> bool:
@@ -241,6 +244,7 @@ class DistilledSetWriter:
                         os.replace(staging, final)
                     if distributed.is_main():  # under torchrun only rank 0 writes the manifest
                         self.manifest["files"].update(checksums)
+                        self.manifest.setdefault("written_by", {})[name] = distributed.rank()
                         _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
         finally:
             if staging.exists():

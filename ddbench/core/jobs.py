@@ -27,9 +27,11 @@ def run_jobs(
 ) -> None:
     """Run `work(job)` for every job; `record(index, result)` on rank 0 (or in a single process)
     as results arrive. With `spread`, jobs are shared among the torchrun ranks."""
-    if not spread:
+    if not spread:  # one process, or every rank on every job together (DDP): rank 0 records
         for index, job in enumerate(jobs):
-            record(index, work(job))
+            result = work(job)
+            if distributed.is_main():
+                record(index, result)
         return
     world, me = distributed.world_size(), distributed.rank()
     mailbox = distributed.channel(channel)

@@ -370,6 +370,7 @@ def evaluate(
         task = EvalTask(dataset=dataset, student=job.student, seed=job.seed, device=device_of(options), teacher=teacher,
                         progress=progress, workdir=paths.cache_dir("eval-state"), identity=evaluation)
         result = job.evaluator.evaluate(distilled, task)
+        result.details["process"] = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # who ran it
         return ResultRow.from_evaluation(
             result, run, evaluation, dataset=dataset.name, resolution=dataset.resolution,
             dataset_fingerprint=dataset_fingerprint, ipc=distilled.ipc,

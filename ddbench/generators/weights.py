@@ -108,7 +108,7 @@ class WeightsEntry:
         return None
 
     def describe(self) -> dict[str, Any]:
-        """A JSON-able record (for manifests, `ddbench weights ls`, docs)."""
+        """A JSON-able record (for manifests and docs)."""
         return {
             "name": self.name, "kind": self.kind, "repo_id": self.repo_id, "url_base": self.url_base,
             "revision": self.revision, "licence": self.licence, "label_space": self.label_space,

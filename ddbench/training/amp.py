@@ -12,7 +12,7 @@ from typing import Iterable
 
 import torch
 
-from ddbench.core.device import autocast
+from ddbench.core.device import autocast, bf16_autocast_on
 from ddbench.core.errors import ConfigError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -28,7 +28,7 @@ class Precision:
         if mode in ("bf16", "fp16") and device.type != "cuda":
             raise ConfigError(f"precision {mode} needs a CUDA device (got {device}); CPU trains in fp32, use auto or fp32")
         self.device = device
-        self.mode = ("bf16" if device.type == "cuda" else "fp32") if mode == "auto" else mode
+        self.mode = ("bf16" if bf16_autocast_on(device) else "fp32") if mode == "auto" else mode
         self.scaler = torch.amp.GradScaler("cuda") if self.mode == "fp16" else None
 
     @classmethod

@@ -64,6 +64,58 @@ def test_torchrun_run_gives_the_single_process_set_and_rows(tmp_path, cli):
     assert rows == _rows(tmp_path / "single.sqlite")  # jobs mode: each job ran exactly as in one process
     assert launched.stdout.count("results of this run") == 1  # printed by rank 0 only
 
+    # each rank did its share: class i and job k to rank i % 2, k % 2 (not rank 0 doing it all)
+    assert sharded.manifest["written_by"] == {str(i): i % 2 for i in range(10)}
+    assert expected.manifest["written_by"] == {str(i): 0 for i in range(10)}
+    assert _processes(tmp_path / "results.sqlite") == [(0, {"rank": 0, "world_size": 2}), (1, {"rank": 1, "world_size": 2})]
+    assert _processes(tmp_path / "single.sqlite") == [(0, {"rank": 0, "world_size": 1}), (1, {"rank": 0, "world_size": 1})]
+
+
+def _processes(database: Path) -> list[tuple[int, dict]]:
+    """(seed, the process that ran the job) of every row."""
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute("SELECT seed, details FROM results ORDER BY seed").fetchall()
+    return [(seed, json.loads(details)["process"]) for seed, details in rows]
+
+
+def test_torchrun_dist_mode_ddp_from_the_command_line_trains_each_job_on_both_ranks(tmp_path, cli):
+    """`--dist-mode ddp`: every job on both ranks, a global batch of the single-process size, so
+    the rows match one process within float tolerance (batch norm statistics of the global batch)."""
+    args = [*RUN, "--set", "hard_label.batch_size=8"]  # 20 images: 3 steps per epoch, shares 4 + 4
+    single = cli(*args, "--out", str(tmp_path / "single-set"), "--results", str(tmp_path / "single.sqlite"))
+    assert single.exit_code == 0, single.output
+    launched = ranks.torchrun(["-m", "ddbench", *args, "--dist-mode", "ddp", "--out", str(tmp_path / "set"),
+                               "--results", str(tmp_path / "results.sqlite")], env={"DDBENCH_HOME": str(tmp_path / "home")})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one, two = _rows(tmp_path / "single.sqlite"), _rows(tmp_path / "results.sqlite")
+    assert len(two) == 2
+    for single_row, ddp_row in zip(one, two):
+        assert ddp_row[:2] == single_row[:2]
+        assert ddp_row[5] == pytest.approx(single_row[5], rel=1e-4)  # epoch losses
+        assert ddp_row[6] == pytest.approx(single_row[6], abs=0.5)  # val top-1 per epoch, %
+    # both jobs recorded by rank 0, each trained by the two ranks together
+    assert _processes(tmp_path / "results.sqlite") == [(0, {"rank": 0, "world_size": 2}), (1, {"rank": 0, "world_size": 2})]
+    assert launched.stdout.count("results of this run") == 1
+
+
+MINIMAX = ["minimax", "finetune", "--dataset", "digits", "--epochs", "2", "--batch-size", "128", "--device", "cpu"]
+
+
+def test_minimax_finetune_under_torchrun_gives_the_single_process_weights(tmp_path, cli):
+    """Every rank computes the whole global batch (Minimax's terms need all of a class's
+    examples), so two processes end exactly where one ends."""
+    single = cli(*MINIMAX, "--out", str(tmp_path / "single"))
+    assert single.exit_code == 0, single.output
+    launched = ranks.torchrun(["-m", "ddbench", *MINIMAX, "--out", str(tmp_path / "ddp")], env={"DDBENCH_HOME": str(tmp_path / "home")})
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    one = torch.load(tmp_path / "single" / "minimax_ema.pt", weights_only=True)
+    two = torch.load(tmp_path / "ddp" / "minimax_ema.pt", weights_only=True)
+    _assert_close_states(one, two, atol=1e-6)
+    one = torch.load(tmp_path / "single" / "digits_minimax.pt", weights_only=True)  # {base_sha256, tensors}
+    two = torch.load(tmp_path / "ddp" / "digits_minimax.pt", weights_only=True)
+    assert one["base_sha256"] == two["base_sha256"]
+    _assert_close_states(one["tensors"], two["tensors"], atol=1e-6)
+
 
 def test_ddp_training_matches_one_process_and_a_failing_rank_stops_both(tmp_path):
     worker.run("train,fit", tmp_path / "single")

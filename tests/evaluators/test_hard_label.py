@@ -48,6 +48,22 @@ def test_digits_preset_is_cheap_and_complete():
     assert config.epochs <= 30 and config.batch_size <= 64
 
 
+def test_digits_preset_is_pinned_where_the_readme_numbers_were_measured():
+    """The README's digits hard_label figures were measured with exactly this recipe: a change
+    of the preset is a change of those numbers and must be made here on purpose."""
+    from types import SimpleNamespace
+
+    from ddbench.core.registry import create_dataset
+
+    digits = create_dataset("digits")
+    config = resolve_config(HardLabelEvaluator.Config, HardLabelEvaluator.preset_for(digits))
+    assert (config.epochs, config.batch_size, config.lr) == (20, 32, 0.05)
+    assert (config.optimizer, config.momentum, config.weight_decay, config.schedule) == ("sgd", 0.9, 5e-4, "cosine")
+    assert (config.crop_scale_min, config.cutmix_prob, config.label_smoothing) == (0.5, 0.0, 0.0)
+    recipe = HardLabelEvaluator(config).recipe(SimpleNamespace(samples=[None] * 100), None)
+    assert (recipe.epochs, recipe.batch_size, recipe.optim.lr, recipe.optim.optimizer) == (20, 32, 0.05, "sgd")
+
+
 def test_interrupted_evaluation_resumes_to_the_same_result(tmp_path, monkeypatch):
     dataset = ColourSquares()
     distilled = write_distilled(dataset, tmp_path / "set")

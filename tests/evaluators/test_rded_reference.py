@@ -6,6 +6,7 @@ first training steps on a fixed batch and teacher, and the batch size and lr of 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -16,12 +17,14 @@ import torch
 import torchvision
 
 from ddbench.core.config import resolve_config
-from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD
+from ddbench.core.interfaces import IMAGENET_MEAN, IMAGENET_STD, EvalTask, Teacher
 from ddbench.evaluators.base import student_normalization
 from ddbench.evaluators.rded import RdedEvalConfig, RdedEvaluator, rded_batch_size_and_lr
 from ddbench.models import create_model
 from ddbench.training import CutMix, TeacherSoftLabelObjective, build_optimizer
 from ddbench.training.augment import normalize
+from ddbench.training.schedule import EpochSchedule
+from tests.evaluators.synthetic import ColourSquares, write_distilled
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "rded_reference.json").read_text())
 CPU = torch.device("cpu")
@@ -163,7 +166,9 @@ def test_first_steps_match_rded_loss_for_loss():
     `bn_stat_updates_per_step=2` (not the default) also the same BN running statistics, which
     RDED's second, train-mode forward per step (only to log train accuracy) moves twice."""
     steps = REFERENCE["first_steps"]
-    assert (steps["lr"], steps["temperature"], steps["weight_decay"]) == (1e-3, 20, 0.01)
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"])
+    assert rded_batch_size_and_lr(config, 10, 10, "resnet18", "convnet3")[1] == steps["lr"]
+    assert (config.temperature, config.weight_decay) == (steps["temperature"], steps["weight_decay"])
     assert RdedEvalConfig.bn_stat_updates_per_step == 1
     losses, student = run_first_steps(bn_stat_updates_per_step=2)
     # The loss never sees running stats. It is a KL of two near-uniform distributions (T = 20), so
@@ -187,10 +192,116 @@ def test_batch_size_and_lr_match_rded_argument_py():
         batch_size, lr = rded_batch_size_and_lr(config, row["ipc"], row["nclass"], student, teacher)
         case = f"{row['subset']} IPC {row['ipc']} {row['teacher']} -> {row['student']}"
         assert lr == pytest.approx(row["lr"]), case
-        assert (row["temperature"], config.temperature) == (20, 20.0)
+        assert (config.temperature, config.epochs) == (row["temperature"], row["epochs"]), case
         if row["batch_size"] == 0:  # argument.py has no batch size outside IPC 1/10/50: ddbench's extension
             assert batch_size == rded_batch_size_and_lr(config, 50, row["nclass"], student, teacher)[0], case
             continue
         assert batch_size == row["batch_size"], case
         checked += 1
     assert checked == 82
+
+
+#: RDED's optimiser as validation/main.py builds it (what a loss on a few steps cannot tell apart):
+#: torch.optim.AdamW(get_parameters(model), lr=args.adamw_lr, betas=[0.9, 0.999],
+#: weight_decay=args.adamw_weight_decay), so eps and amsgrad are torch's defaults.
+RDED_ADAMW = {"betas": (0.9, 0.999), "eps": 1e-8, "amsgrad": False, "maximize": False}
+
+
+def rded_decays(name: str, parameter: torch.Tensor) -> bool:
+    """validation/utils.py get_parameters: weight decay on names containing "weight" with ndim > 1;
+    every other parameter in a second group with weight_decay 0."""
+    return "weight" in name and parameter.ndim > 1
+
+
+def rded_epoch_factor(epoch: int, epochs: int) -> float:
+    """validation/main.py (args.cos, the default): LambdaLR, stepped once after every epoch."""
+    return 0.5 * (1.0 + math.cos(math.pi * epoch / epochs / 2)) if epoch <= epochs else 0.0
+
+
+class CifarSquares(ColourSquares):
+    """The synthetic squares under the paper's "cifar" preset (RDED's constants, 300 epochs)."""
+
+    name = "cifar_squares"
+    preset_family = "cifar"
+    resolution = 32
+
+
+class OptimiserBuilt(Exception):
+    """Stops the evaluation once the training loop is handed its optimiser and schedule."""
+
+
+def evaluator_optimiser(monkeypatch, tmp_path, student: str, **overrides):
+    """What `RdedEvaluator.evaluate` hands the training loop (through the code a real run takes)."""
+    import ddbench.training.recipe as recipe_module
+
+    seen = {}
+
+    def capture(model, train_set, **kwargs):
+        seen.update(kwargs, model=model)
+        raise OptimiserBuilt
+
+    monkeypatch.setattr(recipe_module, "train_model", capture)
+    dataset = CifarSquares()
+    torch.manual_seed(0)
+    teacher = Teacher(create_model("convnet3", dataset.num_classes, dataset.resolution), "convnet3", dataset.name,
+                      dataset.num_classes, accuracy=100.0)
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.preset_for(dataset), overrides)
+    task = EvalTask(dataset=dataset, student=student, seed=0, device=CPU, teacher=teacher)
+    with pytest.raises(OptimiserBuilt):
+        RdedEvaluator(config).evaluate(write_distilled(dataset, tmp_path / student), task)
+    return seen
+
+
+def recorded_lr(student: str) -> float:
+    """RDED's argument.py lr for `student` (ddbench's name) on CIFAR-10, as recorded."""
+    rows = {ARCHS[row["student"]]: row["lr"] for row in REFERENCE["batch_and_lr"] if row["subset"] == "cifar10"}
+    return rows[student]
+
+
+@pytest.mark.parametrize("student", ["resnet18", "mobilenet_v2", "efficientnet_b0"])
+def test_optimiser_and_schedule_are_rdeds(monkeypatch, tmp_path, student):
+    """The first-steps losses cannot see weight decay 0 or beta2 0.99 (tried): the optimiser the
+    evaluator builds is checked against RDED's code directly, group by group."""
+    seen = evaluator_optimiser(monkeypatch, tmp_path, student)
+    optimizer, model = seen["optimizer"], seen["model"]
+    assert type(optimizer) is torch.optim.AdamW
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    decayed = {id(p) for name, p in named if rded_decays(name, p)}
+    groups = [group for group in optimizer.param_groups if group["params"]]
+    assert len(groups) == 2
+    assert sum(len(group["params"]) for group in groups) == len(named)
+    weight_decay = REFERENCE["first_steps"]["weight_decay"]
+    for group in groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids == decayed or not ids & decayed
+        assert group["weight_decay"] == (weight_decay if ids == decayed else 0.0)
+        assert group["lr"] == recorded_lr(student)
+        assert {key: group[key] for key in RDED_ADAMW} == RDED_ADAMW
+    epochs = seen["epochs"]
+    assert epochs == REFERENCE["batch_and_lr"][0]["epochs"] == 300
+    schedule = EpochSchedule(seen["schedule"], epochs, steps_per_epoch=1)  # how the loop applies it
+    assert [schedule(1.0, epoch) for epoch in range(epochs)] == pytest.approx(
+        [rded_epoch_factor(epoch, epochs) for epoch in range(epochs)], rel=1e-12)
+
+
+def test_schedule_steps_once_per_epoch(monkeypatch, tmp_path):
+    """Every step of epoch e trains at lr * RDED's factor(e): the schedule moves between epochs."""
+    lrs: list[float] = []
+    step = torch.optim.AdamW.step
+
+    def recording_step(self, *args, **kwargs):
+        lrs.append(self.param_groups[0]["lr"])
+        return step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", recording_step)
+    dataset = CifarSquares()
+    teacher = Teacher(create_model("convnet3", dataset.num_classes, dataset.resolution), "convnet3", dataset.name,
+                      dataset.num_classes, accuracy=100.0)
+    epochs = 3
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.preset_for(dataset), {"epochs": epochs, "validate_last_fraction": 0.0})
+    task = EvalTask(dataset=dataset, student="convnet3", seed=0, device=CPU, teacher=teacher)
+    result = RdedEvaluator(config).evaluate(write_distilled(dataset, tmp_path / "set", ipc=4), task)
+    steps_per_epoch = math.ceil(4 * dataset.num_classes / result.details["recipe"]["batch_size"])
+    assert steps_per_epoch > 1
+    expected = [recorded_lr("convnet3") * rded_epoch_factor(epoch, epochs) for epoch in range(epochs) for _ in range(steps_per_epoch)]
+    assert lrs == pytest.approx(expected, rel=1e-12)

@@ -8,6 +8,8 @@ interrupt is a real SIGINT. What the harness adds is only *where* they land, cou
     replace  os.replace (every atomic commit: manifest, class folder, checkpoint, teacher cache)
     png      PIL Image.save (each distilled image)
     row      ResultsStore.add (each results row)
+    step     an AdamW or SGD step (students, teachers, generator fine-tunes: mid-training)
+    exit     interpreter shutdown (an atexit callback, after the command has returned)
 
 Options:
     --kill-at EVENT:N:before|after       SIGKILL at the N-th EVENT, before or after it happens
@@ -21,6 +23,10 @@ Options:
                                          mount a small tmpfs)
     --readonly DIR                       simulated read-only mount: writing under DIR fails with
                                          EROFS, SQLite opens databases there read-only
+    --linger FILE:SECONDS                after the command succeeds, touch FILE and wait up to
+                                         SECONDS for a signal before exiting (so a signal sent
+                                         from outside lands in the process, mid-run or while it
+                                         shuts down, never after it is gone)
 """
 
 from __future__ import annotations
@@ -171,12 +177,30 @@ def install_events() -> None:
     os.replace = _counted("replace", os.replace, lambda source, target, *rest: Path(os.fspath(target)).name)
     Image.Image.save = _counted("png", Image.Image.save, lambda image, target, *rest: Path(os.fspath(target)).name)
     results.ResultsStore.add = _counted("row", results.ResultsStore.add, lambda store, row: f"{row.student} seed {row.seed}")
+    import torch
+
+    for optimizer in (torch.optim.AdamW, torch.optim.SGD):
+        optimizer.step = _counted("step", optimizer.step, lambda self, *rest: type(self).__name__)
+
+
+def _exit_event() -> None:
+    COUNTS["exit"] = COUNTS.get("exit", 0) + 1
+    SEQUENCE.append(("exit", "shutdown"))
+    _fire("exit", "before")
+
+
+def linger(marker: Path, seconds: float) -> None:
+    marker.touch()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def main(argv: list[str]) -> None:
     split = argv.index("--")
     options, command = argv[:split], argv[split + 1:]
     count_file = None
+    lingering = None
     pending_readonly = []
     for option, value in zip(options[::2], options[1::2]):
         if option in ("--kill-at", "--interrupt-at"):
@@ -192,18 +216,27 @@ def main(argv: list[str]) -> None:
             install_quota(Path(folder).resolve(), int(budget))
         elif option == "--readonly":
             pending_readonly.append(Path(value).resolve())
+        elif option == "--linger":
+            marker, seconds = value.rsplit(":", 1)
+            lingering = (Path(marker), float(seconds))
         else:
             raise SystemExit(f"harness: unknown option {option}")
     install_events()
     for folder in pending_readonly:  # last: the events wrap the real os.replace, not the refusing one
         install_readonly(folder)
-    if count_file is not None:
-        import atexit
+    import atexit
 
+    if count_file is not None:
         atexit.register(lambda: count_file.write_text(json.dumps({"counts": COUNTS, "sequence": SEQUENCE})))
+    atexit.register(_exit_event)  # registered last, so it runs first: before the count is written
     from ddbench.cli import main as cli_main
 
-    cli_main(command, prog_name="ddbench")
+    try:
+        cli_main(command, prog_name="ddbench")
+    except SystemExit as exit:
+        if lingering is not None and exit.code in (0, None):  # finished before any signal came
+            linger(*lingering)
+        raise
 
 
 if __name__ == "__main__":

@@ -43,6 +43,8 @@ def _phase(event: tuple[str, str]) -> str:
         return "distilled image"
     if kind == "row":
         return "results row"
+    if kind == "step":
+        return "student training step"
     if kind == "replace" and ".state.pt" in name:
         return "resume state rename"
     return "distilled class or manifest rename" if kind == "replace" else "other"
@@ -76,30 +78,81 @@ def _wait_for(predicate, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < deadline, "the run never reached the point where the signal is sent"
-        time.sleep(0.01)
+        time.sleep(0.005)
 
 
 def test_sigkill_and_ctrl_c_while_students_train_then_rerun_gives_the_uninterrupted_result(reference, tmp_path):
-    """Real asynchronous signals, sent at a seeded delay after the first resume state appears."""
-    signals = (signal.SIGKILL, signal.SIGINT)
-    homes = [fresh_home(tmp_path) for _ in signals]
-    processes = [ddbench(TINY_RUN, home, wait=False) for home in homes]
-    for signum, home, process in zip(signals, homes, processes):
-        state_dir = home / "cache" / "eval-state"
-        _wait_for(lambda: state_dir.is_dir() and any(state_dir.glob("*.state.pt")) or process.poll() is not None)
-        time.sleep(random.Random(int(signum)).uniform(0.0, 0.2))
-        process.send_signal(signum)
-    for signum, process in zip(signals, processes):
+    """Real asynchronous signals from this process, sent a seeded delay after that run's own first
+    resume state appears. The tiny run has about a second of training left by then, so the signal
+    may land while students train or after the command has returned: `--linger` keeps each process
+    alive after its command until the signal has arrived, and both landings must give the same
+    outcome (SIGKILL: -9; Ctrl-C: exit 130, one line, no traceback; then a rerun that ends where an
+    uninterrupted run ends). A third run gets its Ctrl-C only once its command has returned (it
+    died of SIGINT, -2, before: the flaky failure of this test)."""
+    scenarios = [(signal.SIGKILL, "state"), (signal.SIGINT, "state"), (signal.SIGINT, "returned")]
+    homes = [fresh_home(tmp_path) for _ in scenarios]
+    markers = [tmp_path / f"lingering-{index}" for index in range(len(scenarios))]
+    processes = [ddbench(TINY_RUN, home, ("--linger", f"{marker}:120"), wait=False) for home, marker in zip(homes, markers)]
+    waiting = set(range(len(scenarios)))
+    send_at: dict[int, float] = {}
+    deadline = time.monotonic() + 240
+    while waiting:
+        assert time.monotonic() < deadline, "a run never reached the point where its signal is sent"
+        for index in sorted(waiting):
+            (signum, trigger), home, marker, process = scenarios[index], homes[index], markers[index], processes[index]
+            assert process.poll() is None, (index, process.communicate()[1][-2000:])  # lingers until signalled
+            state_dir = home / "cache" / "eval-state"
+            reached = marker.exists() or (trigger == "state" and state_dir.is_dir() and any(state_dir.glob("*.state.pt")))
+            if index not in send_at and reached:
+                send_at[index] = time.monotonic() + random.Random(index).uniform(0.0, 0.2)
+            if index in send_at and time.monotonic() >= send_at[index]:
+                process.send_signal(signum)
+                waiting.discard(index)
+        time.sleep(0.005)
+    for (signum, trigger), process in zip(scenarios, processes):
         _, stderr = process.communicate(timeout=120)
         if signum == signal.SIGKILL:
             assert process.returncode == -signal.SIGKILL
         else:  # Ctrl-C: one line that says what is kept, exit status 130, no traceback
-            assert process.returncode == 130, stderr[-2000:]
-            assert not any("Traceback" in line for line in error_lines(stderr))
-            assert "interrupted: finished classes and evaluations are kept" in stderr
+            assert process.returncode == 130, (trigger, stderr[-2000:])
+            assert not any("Traceback" in line for line in error_lines(stderr)), trigger
+            assert "interrupted: finished classes and evaluations are kept" in stderr, trigger
     resumed = ddbench_together([(TINY_RUN, home) for home in homes])
     for home, result in zip(homes, resumed):
         assert result.returncode == 0, result.stderr[-2000:]
+        assert_same_as_reference(home, reference)
+
+
+#: Ctrl-C (a real SIGINT the process sends itself) at a seeded event of each phase of the tiny run
+INTERRUPT_RNG = random.Random(20261205)
+INTERRUPT_POINTS = [
+    ("distilled image", INTERRUPT_RNG.random(), "after"),
+    ("distilled class or manifest rename", INTERRUPT_RNG.random(), "before"),
+    ("student training step", INTERRUPT_RNG.random(), INTERRUPT_RNG.choice(["before", "after"])),
+    ("resume state rename", INTERRUPT_RNG.random(), "before"),
+    ("results row", INTERRUPT_RNG.random(), "after"),
+]
+
+
+def assert_ctrl_c_reported(result: subprocess.CompletedProcess, what) -> None:
+    assert result.returncode == 130, (what, result.stderr[-2000:])
+    assert not any("Traceback" in line for line in error_lines(result.stderr)), (what, result.stderr[-2000:])
+    assert "interrupted: finished classes and evaluations are kept" in result.stderr, what
+
+
+def test_ctrl_c_at_seeded_points_of_every_phase_and_at_shutdown_then_rerun_gives_the_uninterrupted_result(reference, tmp_path):
+    """Every phase (distilling, committing classes, training students, saving their state,
+    recording rows) and the interpreter's shutdown after a finished run: exit 130 with the one
+    line, and the same command then ends where an uninterrupted run ends."""
+    options = [kill_option(reference.sequence, *point) for point in INTERRUPT_POINTS] + ["exit:1:before"]
+    homes = [fresh_home(tmp_path) for _ in options]
+    interrupted = ddbench_together([(TINY_RUN, home, ("--interrupt-at", option)) for home, option in zip(homes, options)])
+    for option, result in zip(options, interrupted):
+        assert_ctrl_c_reported(result, option)
+    assert_same_as_reference(homes[-1], reference)  # interrupted at shutdown: everything was already kept
+    resumed = ddbench_together([(TINY_RUN, home) for home in homes])
+    for option, home, result in zip(options, homes, resumed):
+        assert result.returncode == 0, (option, result.stderr[-2000:])
         assert_same_as_reference(home, reference)
 
 

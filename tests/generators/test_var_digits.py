@@ -51,7 +51,11 @@ def test_class_conditional_samples_are_recognised(digits, models):
     grey = images.mean(1).flatten(1).numpy()  # (N, 256) in [0, 1]
     accuracy = float(np.mean(classifier.predict(grey) == labels.numpy()))
     print(f"\ndigits VAR samples recognised by a logistic regression on real digits: {accuracy:.1%} (chance 10%)")
-    assert accuracy >= 0.6
+    # Recorded and measured here: 100 of 100; five other seeds: 99 to 100. Float noise of another CPU
+    # can change a draw or two, not the digit; guidance off (cfg 0) gives 95, a zeroed level
+    # embedding 91, zeroed positions 14.
+    assert accuracy >= 0.97
+    assert accuracy == pytest.approx(shipped_info()["sample_check"]["accuracy"], abs=0.03)
 
 
 def test_sample_command_writes_a_class_by_sample_grid(tmp_path):

@@ -20,5 +20,8 @@ def test_shipped_file_is_small_and_recorded():
 def test_samples_are_recognised_as_recorded():
     accuracy = sample_check(load_digits_dit(), per_class=3)
     print(f"\ndit_accuracy: {accuracy:.0%} of 30 samples recognised (chance 10%)")
-    assert accuracy >= 0.6
+    # Measured here: 27/30; seeds 1-4 give 26-27 of 30. The sampling is continuous (fixed noise), so
+    # another CPU's float noise can tip a borderline sample, not several; a label table at half
+    # scale gives 23/30.
+    assert accuracy >= 0.8
     assert abs(accuracy - shipped_info()["sample_check"]["dit_accuracy"]) <= 0.2  # 3 per class here, 10 in the record

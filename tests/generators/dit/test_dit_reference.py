@@ -28,9 +28,13 @@ def close(actual: torch.Tensor, expected, atol: float = 1e-5, rtol: float = 1e-4
 
 
 def check_stats(output: torch.Tensor, expected: dict) -> None:
-    close(output[:, :, 3, 2:5], expected["slice"])
-    assert output.mean().item() == pytest.approx(expected["mean"], abs=1e-6)
-    assert output.abs().mean().item() == pytest.approx(expected["abs_mean"], abs=1e-6)
+    """One forward pass: float32 noise only. Measured against the recording with 1, 2, 4 and 8
+    threads: 1.7e-6 at most on the guided slice (values up to 5.5), 7.6e-7 on Minimax's, 3e-8 on
+    the means. A LayerNorm eps of 1e-5 instead of 1e-6 in any one norm (diffusers' value) moves
+    some slice by 3e-6 to 2.5e-5, which these tolerances see; 1e-4 relative did not."""
+    close(output[:, :, 3, 2:5], expected["slice"], atol=2e-6, rtol=1e-6)
+    assert output.mean().item() == pytest.approx(expected["mean"], abs=2e-7)
+    assert output.abs().mean().item() == pytest.approx(expected["abs_mean"], abs=2e-7)
 
 
 @torch.no_grad()

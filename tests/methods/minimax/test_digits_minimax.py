@@ -34,7 +34,9 @@ def test_minimax_changes_only_the_trainable_tensors():
 def test_samples_are_recognised_as_recorded():
     accuracy = sample_check(load_digits_minimax()[0], per_class=3)
     print(f"\nminimax_accuracy: {accuracy:.0%} of 30 samples recognised (chance 10%)")
-    assert accuracy >= 0.6
+    # Measured here: 25/30; seeds 1-4 give 25-28 of 30 (see test_dit_digits: float noise tips a
+    # borderline sample, not several)
+    assert accuracy >= 0.8
     assert abs(accuracy - shipped_info()["sample_check"]["minimax_accuracy"]) <= 0.2  # 3 per class here, 10 in the record
 
 
