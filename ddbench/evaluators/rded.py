@@ -26,8 +26,8 @@ code (LINs-lab/RDED `validation/`, `synthesize/utils.py`, `argument.py`) where e
   `train()` runs the student once more in training mode on the same mixed batch (to log train
   accuracy) before the forward it learns from (`bn_stat_updates_per_step=2`, done exactly as one
   update with momentum 1 - (1 - m)^2; training itself is unchanged, only the statistics the
-  validation uses). Version 2 moved them once (`bn_stat_updates_per_step=1`), which measured
-  about a point higher than RDED's code on CIFAR-10 with a 55% teacher (README, issue 21).
+  validation uses). Version 2 moved them once (`bn_stat_updates_per_step=1`); on CIFAR-10 with a
+  44% teacher that moved single runs by 0.10-0.15 points, either way (README, issue 21).
 Where ddbench still differs from RDED's code, on purpose: CutMix and every other draw are
 seeded (RDED's CutMix uses numpy's unseeded global RNG; same distributions); ShufflePatches
 gives a leftover strip (size not divisible by the factor) to the last patch (RDED drops those
