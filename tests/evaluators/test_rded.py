@@ -109,10 +109,10 @@ def test_presets_keep_the_protocol_structure():
     assert digits.validate_last_fraction == paper.validate_last_fraction
 
 
-def test_protocol_version_2_follows_rded_code_and_keeps_version_1_reachable(tmp_path, teacher):
+def test_protocol_follows_rded_code_and_keeps_version_1_reachable(tmp_path, teacher):
     from ddbench.core.interfaces import IMAGENET_MEAN, Evaluator
 
-    assert RdedEvaluator.protocol_version == 2 and Evaluator.protocol_version == 1
+    assert RdedEvaluator.protocol_version == 3 and Evaluator.protocol_version == 1
     current = evaluate(tmp_path, teacher, epochs=1, validate_last_fraction=0.0)
     assert current.details["student"] == {"arch": "convnet3", "init": "torchvision", "mean": list(IMAGENET_MEAN), "std": [0.229, 0.224, 0.225]}
     assert current.details["teacher"]["mean"] == list(ColourSquares.mean)  # what it was trained with
@@ -122,6 +122,43 @@ def test_protocol_version_2_follows_rded_code_and_keeps_version_1_reachable(tmp_
         evaluate(tmp_path, teacher, student_normalization="cifar")
     with pytest.raises(ConfigError, match="student_init"):
         evaluate(tmp_path, teacher, student_init="keras")
+
+
+def test_bn_statistics_move_twice_per_step_by_default_as_in_rded_code():
+    """RDED's train() runs the student in training mode on the mixed batch once to log train
+    accuracy and once to learn: two running-statistics updates per step (protocol version 3).
+    `bn_stat_updates_per_step=1` is version 2: one update, as a plain PyTorch loop."""
+    import copy
+
+    from ddbench.models import create_model
+
+    torch.manual_seed(0)
+    student = create_model("resnet18", 4, 8, init="torchvision")
+    rded_code, version_2 = copy.deepcopy(student), copy.deepcopy(student)
+    RdedEvaluator(RdedEvaluator.Config()).prepare_student(student)
+    RdedEvaluator(resolve_config(RdedEvaluator.Config, {}, {"bn_stat_updates_per_step": 1})).prepare_student(version_2)
+    images = torch.randn(6, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for model in (student, rded_code, version_2):
+            model.train()(images)
+        rded_code(images)  # RDED's second forward of the same batch
+    twice, once = dict(rded_code.named_buffers()), dict(version_2.named_buffers())
+    running = [name for name, _ in student.named_buffers() if "running_" in name]
+    assert len(running) == 2 * 20  # ResNet-18: 20 BatchNorm layers
+    for name, buffer in student.named_buffers():
+        if "running_" in name:
+            torch.testing.assert_close(buffer, twice[name], rtol=1e-5, atol=1e-6)
+    assert max(float((dict(student.named_buffers())[name] - once[name]).abs().max()) for name in running) > 1e-2
+    with pytest.raises(ConfigError, match="at least 1"):
+        RdedEvaluator(resolve_config(RdedEvaluator.Config, {}, {"bn_stat_updates_per_step": 0})).prepare_student(version_2)
+
+
+def test_bn_update_count_changes_only_the_statistics_not_the_training(tmp_path, teacher):
+    default = evaluate(tmp_path, teacher, epochs=2, validate_last_fraction=0.0)
+    version_2 = evaluate(tmp_path, teacher, epochs=2, validate_last_fraction=0.0, bn_stat_updates_per_step=1)
+    assert default.details["config"]["bn_stat_updates_per_step"] == 2
+    assert version_2.details["config"]["bn_stat_updates_per_step"] == 1
+    assert default.details["epoch_losses"] == version_2.details["epoch_losses"]
 
 
 def test_teacher_sees_its_own_normalisation_of_the_same_pixels(teacher):

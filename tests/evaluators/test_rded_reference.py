@@ -129,9 +129,9 @@ class ReplayDraws:
         return self.centres.pop(0)
 
 
-def run_first_steps(bn_stat_updates_per_step: int) -> tuple[list[float], torch.nn.Module]:
+def run_first_steps(**overrides) -> tuple[list[float], torch.nn.Module]:
     steps = REFERENCE["first_steps"]
-    config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"], {"bn_stat_updates_per_step": bn_stat_updates_per_step})
+    config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"], overrides)
     cifar10 = SimpleNamespace(mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616))
     mean, std = student_normalization(config, cifar10)
     pixels = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -162,15 +162,15 @@ def run_first_steps(bn_stat_updates_per_step: int) -> tuple[list[float], torch.n
 
 
 def test_first_steps_match_rded_loss_for_loss():
-    """Same init, CutMix box, normalisation, teacher, loss and AdamW: the same losses. With
-    `bn_stat_updates_per_step=2` (not the default) also the same BN running statistics, which
-    RDED's second, train-mode forward per step (only to log train accuracy) moves twice."""
+    """Same init, CutMix box, normalisation, teacher, loss and AdamW: the same losses, and (the
+    default since protocol version 3) the same BN running statistics, which RDED's second,
+    train-mode forward per step (only to log train accuracy) moves twice."""
     steps = REFERENCE["first_steps"]
     config = resolve_config(RdedEvalConfig, RdedEvaluator.presets["cifar"])
     assert rded_batch_size_and_lr(config, 10, 10, "resnet18", "convnet3")[1] == steps["lr"]
     assert (config.temperature, config.weight_decay) == (steps["temperature"], steps["weight_decay"])
-    assert RdedEvalConfig.bn_stat_updates_per_step == 1
-    losses, student = run_first_steps(bn_stat_updates_per_step=2)
+    assert RdedEvaluator.protocol_version == 3 and RdedEvalConfig.bn_stat_updates_per_step == 2
+    losses, student = run_first_steps()
     # The loss never sees running stats. It is a KL of two near-uniform distributions (T = 20), so
     # the float noise of another CPU's conv kernels shows at 1e-4 relative, and AdamW, which
     # divides by tiny gradients, grows it step by step (seen: 7e-5, 5e-4, 2e-3). A 1 % change of
@@ -181,6 +181,18 @@ def test_first_steps_match_rded_loss_for_loss():
     # most); one update per step instead of two is off by 0.08.
     torch.testing.assert_close(student.bn1.running_mean, torch.tensor(steps["student_bn1_running_mean_after"]), rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(student.bn1.running_var, torch.tensor(steps["student_bn1_running_var_after"]), rtol=1e-3, atol=1e-3)
+
+
+def test_one_bn_update_per_step_is_version_2_and_not_rded_code():
+    """`bn_stat_updates_per_step=1` (protocol version 2) trains the very same student (same
+    losses) but leaves running statistics RDED's code does not reach."""
+    steps = REFERENCE["first_steps"]
+    losses_two, student_two = run_first_steps()
+    losses_one, student_one = run_first_steps(bn_stat_updates_per_step=1)
+    assert losses_one == losses_two
+    rded_mean = torch.tensor(steps["student_bn1_running_mean_after"])
+    assert (student_one.bn1.running_mean - rded_mean).abs().max() > 0.02
+    assert (student_two.bn1.running_mean - rded_mean).abs().max() < 1e-3
 
 
 def test_batch_size_and_lr_match_rded_argument_py():
