@@ -166,6 +166,15 @@ def evaluation_options(function):
     return function
 
 
+def write_export(text: str, output: str | None) -> None:
+    """An export (CSV, Markdown, JSON) to `output`, or to stdout when none is given."""
+    if output:
+        Path(output).write_text(text)
+        console.print(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
 def _print_rows(rows, skipped: int) -> None:
     table = RichTable(title="results of this run")
     for column in ("evaluator", "teacher", "student", "seed", "metric", "value", "time (s)"):
@@ -273,12 +282,7 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
     if not tables:
         raise ConfigError(f"no results match these filters in {path}")
     if output_format != "table":
-        text = EXPORTERS[output_format](tables)
-        if output:
-            Path(output).write_text(text)
-            console.print(f"wrote {output}")
-        else:
-            click.echo(text, nl=False)
+        write_export(EXPORTERS[output_format](tables), output)
         return
     for table in tables:
         rich_table = RichTable(title=escape(table.title))

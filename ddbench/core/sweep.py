@@ -383,13 +383,22 @@ def slurm_states(job_ids: Sequence[str]) -> dict[str, str]:
     return states
 
 
+class _PlainDataUnpickler(pickle.Unpickler):
+    """Reads a submitit result of a sweep job, ("success", return code) or ("error", traceback
+    text): plain data only. Any class or function reference is refused before it can run, since
+    the sweep folder's files may come from elsewhere."""
+
+    def find_class(self, module: str, name: str):
+        raise pickle.UnpicklingError(f"it references {module}.{name}; a sweep job's result holds plain data only")
+
+
 def _result_problem(result_pickle: Path) -> str:
     """'' for a job whose submitit result says success; else what went wrong."""
     if not result_pickle.exists():
         return f"no result (killed, out of time or lost); see {result_pickle.parent}"
     try:
         with result_pickle.open("rb") as handle:
-            outcome, detail = pickle.load(handle)[:2]
+            outcome, detail = _PlainDataUnpickler(handle).load()[:2]
     except Exception as exc:  # noqa: BLE001 - a torn or foreign pickle
         return f"unreadable result {result_pickle} ({exc})"
     if outcome == "success":

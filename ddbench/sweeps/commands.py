@@ -172,13 +172,12 @@ def print_comparison(grid_name: str, results_path, dataset: str | None, ipc: int
     import csv
     import io
     import json
-    from pathlib import Path
 
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from ddbench.cli import console
+    from ddbench.cli import console, write_export
     from ddbench.core.compare import compare, records
     from ddbench.core.errors import ConfigError
     from ddbench.core.grid import load_grid
@@ -208,11 +207,7 @@ def print_comparison(grid_name: str, results_path, dataset: str | None, ipc: int
                 lines += ["| " + " | ".join("; ".join(r[k]) if isinstance(r.get(k), list) else ("" if r.get(k) is None else str(r[k]))
                                             for k in fields) + " |" for r in flat]
                 text = "\n".join(lines) + "\n"
-        if output:
-            Path(output).write_text(text)
-            console.print(f"wrote {output}")
-        else:
-            click.echo(text, nl=False)
+        write_export(text, output)
         return
     metric = grid.paper.get("metric", "top1_best")
     wide = Console(width=max(console.width, 200))  # nine columns: wrapped cells would be unreadable

@@ -19,7 +19,9 @@ from typing import Optional
 
 import torch
 
+from ddbench.core import distributed
 from ddbench.core.errors import CheckpointError
+from ddbench.core.files import write_atomic
 from ddbench.core.hashing import sha256_file
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.generators import weights
@@ -27,6 +29,7 @@ from ddbench.generators.class_map import DATASET
 from ddbench.generators.dit.codecs import make_codec
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.dit.model import DiT
+from ddbench.training import save_atomic
 from ddbench.generators.dit.shipped import DIGITS_DIT_ROW, SHIPPED_DIT, base_sha256, load_digits_dit, sample_check
 from ddbench.generators.dit.training import DIGITS_PRESET
 from ddbench.methods.minimax.finetune import MINIMAX_WEIGHTS, MinimaxFinetuneConfig, finetune_minimax, trainable_state_dict
@@ -85,7 +88,9 @@ def finetune_digits_minimax(out_dir: str | Path, *, base_folder: Optional[Path] 
         model = load_dit(out_dir / MINIMAX_WEIGHTS, num_heads=DIGITS_PRESET.model.num_heads)
         minimax_trainable(model)
         delta = {key: value.half() for key, value in trainable_state_dict(model).items()}
-        torch.save({"base_sha256": base_sha, "tensors": delta}, out_dir / SHIPPED_MINIMAX)
+        if distributed.is_writer():
+            save_atomic({"base_sha256": base_sha, "tensors": delta}, out_dir / SHIPPED_MINIMAX)
+        distributed.barrier("digits-minimax-weights")
     return summary
 
 
@@ -144,5 +149,6 @@ def reproduce_digits_minimax(out_dir: str | Path, *, config: MinimaxFinetuneConf
         "seconds_total": round(time.time() - started, 1),
         "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out_dir / SIDECAR).write_text(json.dumps(record, indent=2, default=str) + "\n")
+    if distributed.is_writer():
+        write_atomic(out_dir / SIDECAR, json.dumps(record, indent=2, default=str) + "\n")
     return record

@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 from PIL import Image
+from ddbench.core import distributed
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.seeding import torch_generator
 from ddbench.generators.dit.codecs import Codec
@@ -26,7 +27,7 @@ from ddbench.generators.dit.diffusion import GaussianDiffusion
 from ddbench.methods.minimax.objective import ClassMemories, MinimaxObjective, MinimaxWeights, minimax_trainable
 from ddbench.generators.dit.model import DiT
 from ddbench.training import (EpochBatches, ExponentialMovingAverage, OptimizerRecipe, Precision, ResumePoint, fit,
-                              load_tensor_set)
+                              load_tensor_set, save_atomic)
 
 MINIMAX_WEIGHTS = "minimax_ema.pt"  # the EMA weights, official layout + gammas
 
@@ -109,8 +110,10 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
                  resume=ResumePoint(out_dir / "minimax_last.ckpt", every=batches.steps_per_epoch, identity=identity),
                  steps_per_epoch=batches.steps_per_epoch, stop_after=stop_after, progress=progress,
                  description="Minimax fine-tuning")
-    if result.finished:
-        torch.save(ema.module.state_dict(), out_dir / MINIMAX_WEIGHTS)
+    if result.finished:  # under torchrun one process writes (atomically) and the others wait for it
+        if distributed.is_writer():
+            save_atomic(ema.module.state_dict(), out_dir / MINIMAX_WEIGHTS)
+        distributed.barrier("minimax-weights")
     return {**result.summary(), "trainable_tensors": len(trainable),
             "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
             "steps_per_epoch": batches.steps_per_epoch}
