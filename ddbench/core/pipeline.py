@@ -276,13 +276,12 @@ DIST_MODES = ("jobs", "ddp")
 @dataclass(frozen=True)
 class EvalJob:
     """One planned evaluation: its evaluator, teacher architecture (None: no teacher), student and
-    seed, and its identity when the teacher is known before it runs."""
+    seed. Its EvalIdentity is made when it runs, once the teacher (and so its key) is known."""
 
     evaluator: Evaluator
     teacher_arch: str | None
     student: str
     seed: int
-    identity: EvalIdentity | None
 
 
 def eval_identity(run: RunIdentity, evaluator: Evaluator, teacher_key: str, student: str, seed: int) -> EvalIdentity:
@@ -319,7 +318,7 @@ def plan_jobs(
                     if status == "done" and not options.force:
                         skipped += 1
                         continue
-                    pending.append(EvalJob(evaluator, arch, student, seed, identity))
+                    pending.append(EvalJob(evaluator, arch, student, seed))
     if other_code:
         first, sources = other_code[0]
         raise ConfigError(
@@ -355,11 +354,12 @@ def evaluate(
         [(evaluators.index(job.evaluator), job.teacher_arch, job.student, job.seed) for job in planned]
         if distributed.is_main() else None
     )
-    jobs = [EvalJob(evaluators[e], arch, student, seed, None) for e, arch, student, seed in planned]
+    jobs = [EvalJob(evaluators[e], arch, student, seed) for e, arch, student, seed in planned]
     if spread:  # teachers first, by all ranks together: one still to train is trained once, with DDP
         for arch in dict.fromkeys(job.teacher_arch for job in jobs if job.teacher_arch):
             teachers.get(dataset, arch, "evaluation")
     dataset_fingerprint = stable_hash(dataset.fingerprint(), 16)
+    device = resolve_device(options.device)
     rows: dict[int, ResultRow] = {}
 
     def work(job: EvalJob) -> ResultRow:
@@ -367,7 +367,7 @@ def evaluate(
         teacher = teachers.get(dataset, job.teacher_arch, f"evaluator {job.evaluator.name}") if job.teacher_arch else None
         evaluation = eval_identity(run, job.evaluator, (teacher.checkpoint_sha256 or "") if teacher else "", job.student, job.seed)
         seed_everything(job.seed)
-        task = EvalTask(dataset=dataset, student=job.student, seed=job.seed, device=device_of(options), teacher=teacher,
+        task = EvalTask(dataset=dataset, student=job.student, seed=job.seed, device=device, teacher=teacher,
                         progress=progress, workdir=paths.cache_dir("eval-state"), identity=evaluation)
         result = job.evaluator.evaluate(distilled, task)
         result.details["process"] = {"rank": distributed.rank(), "world_size": distributed.world_size()}  # who ran it
@@ -392,10 +392,6 @@ def evaluate(
         run_jobs(jobs, work, record, spread=spread, encode=dataclasses.asdict, decode=lambda message: ResultRow(**message),
                  channel="rows")
     return [rows[index] for index in sorted(rows)], skipped
-
-
-def device_of(options: EvalOptions) -> torch.device:
-    return resolve_device(options.device)
 
 
 def make_evaluators(names: Sequence[str], dataset: DatasetSpec, overrides: Mapping[str, dict[str, str]]) -> list[Evaluator]:
