@@ -143,6 +143,22 @@ def test_class_order_mismatch_is_detected(trained, tmp_path):
         TeacherStore(checkpoints=path)(ShiftedColours(), "convnet3", CPU)
 
 
+def test_the_dry_run_switch_accepts_a_weak_teacher_loudly_and_only_when_set(trained, tmp_path, monkeypatch):
+    """benchmarks/dry_run.py times the pipeline with a one-epoch teacher: DDBENCH_DRY_RUN_ACCEPT_WEAK_TEACHER=1
+    lets it through with a warning each time; any other value keeps the twice-chance floor."""
+    from ddbench.teachers.store import WEAK_TEACHER_VARIABLE
+
+    _, teacher = trained
+    path = _external_file(teacher, tmp_path, lambda state: {"model": state})
+    monkeypatch.setenv(WEAK_TEACHER_VARIABLE, "yes")
+    with pytest.raises(CheckpointError, match="class order"):
+        TeacherStore(checkpoints=path)(ShiftedColours(), "convnet3", CPU)
+    monkeypatch.setenv(WEAK_TEACHER_VARIABLE, "1")
+    with pytest.warns(UserWarning, match="DRY RUN.*ACCEPTED"):
+        weak = TeacherStore(checkpoints=path)(ShiftedColours(), "convnet3", CPU)
+    assert weak.accuracy < 50.0  # under the floor of 4 classes, and used anyway
+
+
 def test_class_count_mismatch_is_detected(trained, tmp_path):
     _, teacher = trained
     path = _external_file(teacher, tmp_path, lambda state: {"model": state})
