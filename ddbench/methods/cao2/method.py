@@ -73,6 +73,10 @@ class CaO2(DiTSamplingMethod):
         "imagenet100": {**_IMAGENET, "candidates_factor": 2, "most_confident_first": False, "refine_t_divisor": 8},
     }
 
+    def __init__(self, config: CaO2Config | None = None):
+        super().__init__(config)
+        self.check()  # before the run folder is written: a refused config must not leave a manifest behind
+
     @property
     def needs_teacher(self) -> bool:  # type: ignore[override]
         """The run's teacher is loaded only when it is the scorer (digits, CIFAR)."""

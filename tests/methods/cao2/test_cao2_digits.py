@@ -80,6 +80,22 @@ def test_bad_knobs_are_config_errors():
     from ddbench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="refine_model_timestep"):
-        _method({"refine_model_timestep": "original"}).check()
+        _method({"refine_model_timestep": "original"})
     with pytest.raises(ConfigError, match="no refinement timestep"):
-        _method({"steps": "4"}).check()
+        _method({"steps": "4"})
+
+
+def test_a_refused_config_writes_no_run_folder(tmp_path):
+    """The full-size dry run's `--set steps=2` stopped in prepare() after the manifest was written, so the
+    corrected command was refused ("already holds a different distilled set") until the folder was deleted."""
+    from ddbench.core.errors import ConfigError
+    from ddbench.core.pipeline import build_plugin, distill
+    from ddbench.core.progress import NullProgress
+    from ddbench.methods.cao2 import CaO2
+
+    digits, out, scorer = create_dataset("digits"), tmp_path / "run", tmp_path / "scorer.pth"
+    scorer.write_bytes(b"a scorer file: hashed for the run identity, loaded only in prepare()")
+    with pytest.raises(ConfigError, match="no refinement timestep"):
+        method = build_plugin(CaO2, digits, {"steps": "2", "refine_steps": "1", "scorer": str(scorer)})
+        distill(method, digits, 1, 0, out, torch.device("cpu"), None, NullProgress())
+    assert not (out / "manifest.json").exists()
