@@ -132,7 +132,7 @@ class DistilledSetWriter:
         with disk_errors(self.root, "create the distilled-set folder"):
             self.root.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            if (self.root / MANIFEST_NAME).exists():
+            if (self.root / MANIFEST_NAME).exists() and not self._holds_only_an_empty_other_set():
                 self._reload()
             else:
                 self.manifest = {
@@ -162,6 +162,15 @@ class DistilledSetWriter:
                     shutil.rmtree(leftover, ignore_errors=True)
         distributed.barrier("distilled-set-open")
         self._plan_shares()
+
+    def _holds_only_an_empty_other_set(self) -> bool:
+        """The folder's manifest is another set's that never wrote a class (its run stopped before the first,
+        e.g. on a config its method refused in prepare): nothing would be lost, so this run starts afresh
+        instead of refusing the corrected command."""
+        manifest = read_manifest(self.root)
+        if (manifest.get("identity") or {}).get("key") == self.identity.key or manifest.get("complete") or manifest.get("files"):
+            return False
+        return not self.images_dir.is_dir() or not any(self.images_dir.iterdir())
 
     def _locked(self):
         """The lock every writer of this folder takes before changing the manifest or a class folder."""

@@ -61,6 +61,20 @@ def test_different_seed_gives_a_different_set_and_refuses_to_mix(tmp_path):
         run_random(RandomSubset(), tmp_path / "a", seed=1)
 
 
+def test_a_set_that_wrote_no_class_gives_way_to_another_one_that_did_not_wait(tmp_path):
+    """A run that stopped before its first class (a config refused in prepare) leaves only a manifest:
+    the corrected command takes the folder; a set with one finished class is still refused."""
+    with pytest.raises(Interrupted):
+        run_random(type("DiesFirst", (InterruptedRandom,), {"stop_after": 0})(), tmp_path / "empty", seed=0)
+    assert json.loads((tmp_path / "empty" / "manifest.json").read_text())["files"] == {}
+    assert run_random(RandomSubset(), tmp_path / "empty", seed=1).manifest["seed"] == 1
+
+    with pytest.raises(Interrupted):
+        run_random(type("DiesSecond", (InterruptedRandom,), {"stop_after": 1})(), tmp_path / "one", seed=0)
+    with pytest.raises(DistilledSetError, match="different distilled set .*seed"):
+        run_random(RandomSubset(), tmp_path / "one", seed=1)
+
+
 def test_manifest_records_the_run(tmp_path):
     distilled = run_random(RandomSubset(), tmp_path / "set")
     manifest = distilled.manifest
