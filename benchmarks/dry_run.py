@@ -45,7 +45,7 @@ FINETUNE_IMAGES = {"train": 1, "val": 1}
 EVAL_IMAGES = {"train": 20, "val": 20}
 FINETUNE_STEPS, FINETUNE_BATCH = 2, 2
 DIT_STEPS = 2
-CAO2 = {"candidates_factor": 1, "refine_steps": 1}
+CAO2 = {"candidates_factor": 1, "refine_steps": 1, "refine_t_divisor": 1}  # t in 1..steps-1
 D3HR = {"ipc": 2, "images_per_class": 2, "groups": 100, "groups_per_batch": 100, "start_step": 48}
 
 
@@ -152,6 +152,31 @@ def student_flops(units: dict[str, float], students: list[str], train_images: in
     return total
 
 
+def full_size_projection(units: dict[str, float]) -> list[tuple[str, float]]:
+    """FLOPs of the uncut settings on the real split (9,025 train / 3,929 val), from the same units:
+    what the stages above stand for. Estimates: sampling is counted as teacher-forced forwards."""
+    u, train, val, classes, ipc = units, 9025, 3929, 10, 10
+    dit_image = 50 * 2 * u["dit_xl2_forward"] + u["sd_vae_decode_256"]
+    validations = 7  # rded: every 10 epochs in the last 20% of 300, and the last
+    rded = (300 * ipc * classes * (3 * u["resnet18_forward_224"] + u["resnet18_forward_224"])
+            + validations * val * u["resnet18_forward_224"])
+    return [
+        ("hieramp finetune, subset recipe (10 epochs, batch 64)",
+         train * (10 * 3 * u["var_d16_forward"] + u["vqvae_encode_256"]) + val * (u["vqvae_encode_256"] + 2 * u["var_d16_forward"])),
+        ("teacher ResNet-18, imagenet-scratch (200 epochs)", 200 * train * 3 * u["resnet18_forward_224"] + val * u["resnet18_forward_224"]),
+        ("hieramp IPC 10 (distillation)", ipc * classes * (2 * u["var_d16_forward"] + u["vqvae_decode_256"])),
+        ("dit or minimax IPC 10 (50 steps, distillation)", ipc * classes * dit_image),
+        ("minimax finetune (8 epochs, batch 8; backward through every block)",
+         train * (u["sd_vae_encode_256"] + 8 * 3 * u["dit_xl2_forward"])),
+        ("cao2 IPC 10 (40 candidates/class, 100 refinement steps)",
+         4 * ipc * classes * (dit_image + u["resnet18_forward_224"]) + ipc * classes * 100 * 3 * u["dit_xl2_forward"]),
+        ("d3hr IPC 10 (every train image inverted)",
+         train * (u["sd_vae_encode_256"] + 37 * 2 * u["dit_xl2_forward"])
+         + ipc * classes * (32 * 2 * u["dit_xl2_forward"] + u["sd_vae_decode_256"])),
+        ("rded evaluation, one ResNet-18 student, IPC 10, 300 epochs", rded),
+    ]
+
+
 # ----- the stages -----
 def subset(source: Path, target: Path, per_class: dict[str, int]) -> Path:
     """A class-folder copy of ImageWoof made of links to the first N files of each class (sorted names)."""
@@ -199,7 +224,7 @@ def plan(out: Path, woof: Path, units: dict[str, float]) -> list[dict]:
                   + ft_val * 2 * u["var_d16_forward"],
          "flops_how": "encodes + steps x batch x 3 x forward (fwd+bwd) + 2 val forwards per image"},
         {"name": "teacher (1 epoch)", "argv": ddbench + ["teacher", "train", "--arch", "resnet18", "--data-root",
-                                                        str(eval_root), "--set", "epochs=1", "--set", "batch_size=32"] + common,
+                                                        str(eval_root), "--set", "epochs=1", "--set", "batch_size=32", "--force"] + common,
          "after": "copy_teacher", "weak_teacher": True,
          "what": f"ResNet-18 from scratch at 224 px, 1 epoch over {EVAL_IMAGES['train'] * classes} images; "
                  "WEAK TEACHER ACCEPTED (DDBENCH_DRY_RUN_ACCEPT_WEAK_TEACHER=1)",
@@ -214,7 +239,7 @@ def plan(out: Path, woof: Path, units: dict[str, float]) -> list[dict]:
          "flops": classes * (2 * u["var_d16_forward"] + u["vqvae_decode_256"]) + student_flops(u, three, classes, val_eval),
          "flops_how": "images x (2 x teacher-forced forward (CFG) + decode) + students"},
     ]
-    for method in ("dit", "minimax"):
+    for method in ("dit", "minimax", "hieramp-dit"):
         stages.append({
             "name": f"run {method}", "argv": ddbench + ["run", "--method", method, "--students", "resnet18",
                                                         "--out", str(out / "runs" / method)] + run_common + dit_set,
@@ -235,6 +260,15 @@ def plan(out: Path, woof: Path, units: dict[str, float]) -> list[dict]:
                  + classes * CAO2["refine_steps"] * 3 * u["dit_xl2_forward"]
                  + student_flops(u, ["resnet18"], classes, val_eval),
         "flops_how": "candidates x (sampling + decode + score) + refine steps x 3 forwards + student"})
+    full_val = sum(1 for _ in (woof / "val").glob("*/*"))
+    stages.append({
+        "name": "teacher check, full val (streamed)",
+        "argv": ddbench + ["teacher", "check", "--arch", "resnet18", "--teacher-ckpt", str(out / "teacher" / "resnet18.pt"),
+                           "--data-root", str(woof)] + common,
+        "weak_teacher": True, "env": {"DDBENCH_VAL_IN_MEMORY_MB": "64"},
+        "what": f"the teacher's top-1 on the whole real val split ({full_val:,} images at 224 px), streamed from disk "
+                "(DDBENCH_VAL_IN_MEMORY_MB=64), as ImageNet-1K's val always is",
+        "flops": full_val * u["resnet18_forward_224"], "flops_how": "val images x forward"})
     d3hr_run = list(run_common)
     d3hr_run[d3hr_run.index("--ipc") + 1] = str(D3HR["ipc"])
     stages.append({
@@ -264,10 +298,14 @@ def copy_teacher(out: Path) -> None:
 
 
 def run_stage(stage: dict, out: Path) -> dict:
+    """Run one stage's command in a child; its peak RSS is the child's `ru_maxrss`. Linux folds the
+    forking process's high-water RSS into the child's at exec, so this process never imports torch
+    (the FLOP units are counted in a child of their own): its ~20 MB are the floor of every figure."""
     log = out / "logs" / (stage["name"].split(" (")[0].replace(" ", "-") + ".log")
     log.parent.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "DDBENCH_HOME": str(out / "home"),
            "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "TERM": "dumb"}
+    env.update(stage.get("env", {}))
     if stage.get("weak_teacher"):
         env["DDBENCH_DRY_RUN_ACCEPT_WEAK_TEACHER"] = "1"
     started = time.time()
@@ -287,6 +325,8 @@ def run_stage(stage: dict, out: Path) -> dict:
 
 
 def fmt_time(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
@@ -306,6 +346,14 @@ def table(stages: list[dict], records: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def projection_table(units: dict[str, float]) -> str:
+    lines = ["| uncut setting (estimate from FLOPs) | FLOPs | est. A100 | est. H100 |", "|---|---|---|---|"]
+    for name, flops in full_size_projection(units):
+        gpu = [fmt_time(flops / (GPU_PEAKS[g] * GPU_UTILISATION)) for g in ("A100", "H100")]
+        lines.append(f"| {name} | {flops / 1e15:.2f} P | {gpu[0]} | {gpu[1]} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data",
@@ -314,9 +362,13 @@ def main() -> None:
     parser.add_argument("--deadline", default=None, help="HH:MM UTC: stages that would not finish by then are not run")
     parser.add_argument("--only", default=None, help="comma-separated stage names to run (default: all)")
     parser.add_argument("--make-weights", type=Path, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--unit-flops", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.make_weights:
         print(json.dumps(make_weights(args.make_weights), indent=2))
+        return
+    if args.unit_flops:
+        args.unit_flops.write_text(json.dumps(unit_flops(), indent=2))
         return
     if args.out is None:
         parser.error("--out is required")
@@ -324,8 +376,10 @@ def main() -> None:
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     units_path = out / "unit_flops.json"
-    units = json.loads(units_path.read_text()) if units_path.is_file() else unit_flops()
-    units_path.write_text(json.dumps(units, indent=2))
+    if not units_path.is_file():  # in a child: this process must stay small (see run_stage)
+        subprocess.run([sys.executable, __file__, "--unit-flops", str(units_path)], check=True,
+                       env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    units = json.loads(units_path.read_text())
     stages = plan(out, woof.resolve(), units)
     state_path = out / "stages.json"
     records = json.loads(state_path.read_text()) if state_path.is_file() else {}
@@ -354,7 +408,9 @@ def main() -> None:
               "stages": [{**{k: v for k, v in s.items() if k != "argv"}, "command": " ".join(s["argv"]),
                           **records.get(s["name"], {"status": "not run"})} for s in stages]}
     (out / "dry_run.json").write_text(json.dumps(report, indent=2))
-    text = table(stages, records)
+    report["full_size_projection"] = dict(full_size_projection(units))
+    (out / "dry_run.json").write_text(json.dumps(report, indent=2))
+    text = table(stages, records) + "\n\n" + projection_table(units)
     (out / "dry_run.md").write_text(text + "\n")
     print(text)
 
