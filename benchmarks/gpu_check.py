@@ -23,7 +23,7 @@ Rows (each through the package's own code: `resolve_device`, the bf16 autocast p
   CPU; on CUDA at most the noise of nondeterministic cuDNN kernels).
 
 `--device cpu` runs it all on the CPU (slowly: the d16 pyramid is cut to its first 4 scales unless
-`--scales` says otherwise); `--tiny` shrinks every model and batch so the whole table takes seconds
+`--scales` says otherwise, and each timing is one round); `--tiny` shrinks every model and batch so the whole table takes seconds
 (the test suite runs it so); `--cpu-bf16` sets the package's test switch that gives the CPU the
 CUDA bf16 autocast, so the agreement rows show bf16 against float32 without a GPU.
 """
@@ -84,6 +84,9 @@ class Sizes:
 
 
 FULL = Sizes()
+#: a CPU runs the full sizes once each instead of timing rounds (ResNet-18 at 224 px and batch 100 is
+#: about half a minute per step on one core)
+FULL_ON_CPU = replace(FULL, d16_rounds=1, overhead_rounds=5, timed_steps=1)
 TINY = Sizes(agreement_batch=2, dit_steps=3, d16=PRESETS["digits"].var, d16_vqvae=PRESETS["digits"].vqvae,
              d16_batches=(1, 2), d16_rounds=1, overhead_var=PRESETS["digits"].var,
              overhead_vqvae=PRESETS["digits"].vqvae, overhead_rounds=2, resolution=32, rded_batches=(2, 4),
@@ -427,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
         torch.cuda.set_device(device)
     scales = args.scales or (len(RELEASE_PATCH_NUMS) if device.type == "cuda" else CPU_D16_SCALES)
-    sizes = TINY if args.tiny else FULL
+    sizes = TINY if args.tiny else FULL if device.type == "cuda" else FULL_ON_CPU
     started = time.perf_counter()
     rows = run_checks(device, sizes, scales, log=lambda text: print(text, file=sys.stderr, flush=True))
     total = time.perf_counter() - started
