@@ -324,7 +324,7 @@ def rded_rows(device: torch.device, sizes: Sizes) -> list[Row]:
         seconds = train(sizes.timed_steps)
         mode = Precision(device, recipe.optim.precision).mode
         rows.append(Row("rded evaluator step", f"{sizes.student} student + teacher, {sizes.resolution} px, batch {batch}, "
-                        f"{mode}, {sizes.timed_steps} steps", f"{seconds * 1000:.1f} ms per step "
+                        f"{mode}, {sizes.timed_steps} timed step(s)", f"{seconds * 1000:.1f} ms per step "
                         f"({batch / seconds:.1f} img/s)", {"seconds_per_step": seconds, "batch": batch}))
     return rows
 
