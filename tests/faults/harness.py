@@ -221,6 +221,9 @@ def main(argv: list[str]) -> None:
             lingering = (Path(marker), float(seconds))
         else:
             raise SystemExit(f"harness: unknown option {option}")
+    # a Ctrl-C lands as it does from a terminal, even when the suite was started with SIGINT ignored
+    # (a background job of a non-interactive shell passes SIG_IGN on, and Python then keeps it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install_events()
     for folder in pending_readonly:  # last: the events wrap the real os.replace, not the refusing one
         install_readonly(folder)
