@@ -259,7 +259,7 @@ def _evaluation_request(options: dict) -> tuple[object, dict]:
 @click.option("--storage", is_flag=True,
               help="Add each row's storage in MB (images, labels, teacher: recorded on every results row) to the output.")
 @click.option("--ddranking", is_flag=True,
-              help="DD-Ranking's HLR, IOR and LRS per configuration and student (with --dataset and --ipc).")
+              help="DD-Ranking's HLR, IOR, LRS and ARS per configuration and student (with --dataset and --ipc).")
 def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid, storage, ddranking):
     """Configurations x students (mean ± std over seeds, n) from the results database."""
     from ddbench.core.leaderboard import EXPORTERS, build_tables, render_megabytes
