@@ -103,3 +103,23 @@ def test_ars_end_to_end_on_digits(cli, tmp_path):
     table = cli("leaderboard", "--ddranking", "--dataset", "digits", "--ipc", "1", "--results", str(results))
     assert table.exit_code == 0 and "ARS" in table.output and f"{expected.ars:.4f}" in table.output
 
+    # the `ars` evaluator runs the same four trainings itself, per seed: the same accuracies in,
+    # DD-Ranking's per-run score out (its reported ARS is the mean of these over runs)
+    made = cli("run", "--method", "var", "--dataset", "digits", "--ipc", "1", "--seeds", "0,1", "--students", "convnet3",
+               "--evaluator", "ars", "--set", "ars.protocol=hard_label",
+               "--set", 'ars.protocol_set={"hard_label": {"epochs": "3"}}', "--device", "cpu", "--results", str(results))
+    assert made.exit_code == 0, made.output
+    with ResultsStore(results, readonly=True) as store:
+        scored = {r["seed"]: r for r in store.rows(evaluator="ars")}
+    assert sorted(scored) == [0, 1] and {r["metric"] for r in scored.values()} == {"ars"}
+    for seed, scored_row in scored.items():
+        accuracies = []
+        for key, method, augment in (("syn_with_aug", "var", True), ("random_with_aug", "random", True),
+                                     ("syn_without_aug", "var", False), ("random_without_aug", "random", False)):
+            (same,) = [r["metrics"]["top1_final"] for r in rows
+                       if r["method"] == method and r["evaluator_config"]["augment"] is augment and r["seed"] == seed]
+            assert scored_row["metrics"][key] == same, (seed, key)
+            accuracies.append(same)
+        assert scored_row["value"] == pytest.approx(augmentation_robust_score(*accuracies).ars, rel=1e-12)
+        assert scored_row["metrics"]["ars_percent"] == pytest.approx(
+            augmentation_robust_score(*accuracies, scale="percent").ars, rel=1e-12)
