@@ -135,8 +135,8 @@ class ResultRow:
     eval_key: str = ""  # EvalIdentity.key: the row's unique key
     eval_base_key: str = ""  # EvalIdentity.base_key: the same evaluation under other evaluator source
     #: `ddbench.core.storage.Storage.to_dict()`: bytes of the images as stored and as canonical
-    #: PNGs, of stored labels and of what evaluation needs (the teacher); None on rows made before
-    #: schema version 4
+    #: PNGs, of stored labels and of what evaluation needs (the teacher), set by the process that
+    #: records the row; None on rows made before schema version 4
     storage: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
@@ -155,7 +155,6 @@ class ResultRow:
         cls, result: EvalResult, run: RunIdentity, evaluation: EvalIdentity, *, dataset: str, resolution: int,
         dataset_fingerprint: str, ipc: int, evaluator_label: str, distilled_path: str, distilled_hash: str,
         wall_time_s: float, teacher: str | None, teacher_info: dict[str, Any] | None,
-        storage: dict[str, Any] | None = None,
     ) -> "ResultRow":
         """The one way the pipeline makes a row: what ran (the identities) and what came out."""
         details = result.details or {}
@@ -169,7 +168,7 @@ class ResultRow:
             details=details, student=evaluation.student, seed=evaluation.seed, metric=result.primary,
             value=result.value, metrics=result.metrics, distilled_path=distilled_path, distilled_hash=distilled_hash,
             wall_time_s=wall_time_s, teacher=teacher, teacher_key=evaluation.teacher_key, teacher_info=teacher_info,
-            eval_key=evaluation.key, eval_base_key=evaluation.base_key, storage=storage,
+            eval_key=evaluation.key, eval_base_key=evaluation.base_key,
         )
 
 
