@@ -34,7 +34,7 @@ from ddbench.core.interfaces import NO_STUDENT, DatasetSpec, DistillTask, EvalTa
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.results import ResultRow, ResultsStore
 from ddbench.core.seeding import seed_everything
-from ddbench.core.storage import SetStorage, row_storage, set_storage
+from ddbench.core.storage import row_storage, set_storage
 
 
 def split_overrides(
@@ -361,6 +361,8 @@ def evaluate(
             teachers.get(dataset, arch, "evaluation")
     dataset_fingerprint = stable_hash(dataset.fingerprint(), 16)
     device = resolve_device(options.device)
+    # what the set costs, for every row: measured once, before any training, by the process that records the rows
+    stored_set = set_storage(distilled, dataset.resolution) if jobs and distributed.is_main() else None
     rows: dict[int, ResultRow] = {}
 
     def work(job: EvalJob) -> ResultRow:
@@ -384,12 +386,8 @@ def evaluate(
     with progress.task("evaluating", total=len(jobs) + skipped) as bar:
         bar.advance(skipped)
 
-        stored_set: list[SetStorage] = []  # measured once, by the process that records the rows
-
         def record(index: int, row: ResultRow) -> None:
-            if not stored_set:
-                stored_set.append(set_storage(distilled, dataset.resolution))
-            row.storage = row_storage(stored_set[0], row.teacher_info, row.teacher is not None).to_dict()
+            row.storage = row_storage(stored_set, row.teacher_info, row.teacher is not None).to_dict()
             store.add(row)
             rows[index] = row
             progress.log(f"{row.evaluator} {row.student} seed {row.seed}: {row.metric} = {row.value:.2f}")
