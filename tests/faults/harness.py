@@ -175,7 +175,11 @@ def install_events() -> None:
     from ddbench.core import results
 
     os.replace = _counted("replace", os.replace, lambda source, target, *rest: Path(os.fspath(target)).name)
-    Image.Image.save = _counted("png", Image.Image.save, lambda image, target, *rest: Path(os.fspath(target)).name)
+    save_file = _counted("png", Image.Image.save, lambda image, target, *rest: Path(os.fspath(target)).name)
+    save = Image.Image.save
+    # an event is an image file written; an encoding into memory (storage's canonical PNG bytes) is not
+    Image.Image.save = lambda image, target, *rest, **options: (
+        save_file if isinstance(target, (str, os.PathLike)) else save)(image, target, *rest, **options)
     results.ResultsStore.add = _counted("row", results.ResultsStore.add, lambda store, row: f"{row.student} seed {row.seed}")
     import torch
 
