@@ -256,12 +256,13 @@ def _evaluation_request(options: dict) -> tuple[object, dict]:
 @click.option("--results", type=click.Path(), default=None, help="Results database (default $DDBENCH_HOME/results.sqlite).")
 @click.option("--compare", "compare_grid", default=None, metavar="GRID",
               help="A paper's published numbers beside ours, per cell (a grid file or shipped grid, e.g. hieramp-table1).")
-@click.option("--storage", is_flag=True, help="Add each row's storage in MB (images, labels, teacher) to the output.")
+@click.option("--storage", is_flag=True,
+              help="Add each row's storage in MB (images, labels, teacher: recorded on every results row) to the output.")
 @click.option("--ddranking", is_flag=True,
-              help="DD-Ranking's HLR, IOR and LRS per configuration and student (with --dataset and --ipc).")
+              help="DD-Ranking's HLR, IOR, LRS and ARS per configuration and student (with --dataset and --ipc).")
 def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, results, compare_grid, storage, ddranking):
     """Configurations x students (mean ± std over seeds, n) from the results database."""
-    from ddbench.core.leaderboard import EXPORTERS, build_tables
+    from ddbench.core.leaderboard import EXPORTERS, build_tables, render_megabytes
     from ddbench.core.results import ResultsStore
 
     path = Path(results) if results else paths.default_results_path()
@@ -294,8 +295,7 @@ def leaderboard(dataset, ipc, evaluator, method, grid, output_format, output, re
         for row in table.rows:
             cells = [table.cells[(row, c)].render() if (row, c) in table.cells else "-" for c in table.columns]
             if storage:
-                megabytes = table.row_extra.get(row, {}).get("storage_mb")
-                cells.append("-" if megabytes is None else f"{megabytes:.3f}")
+                cells.append(render_megabytes(table.row_extra.get(row, {}).get("storage_mb")))
             rich_table.add_row(escape(row), *cells)  # names like "random [teacher resnet18]" are not markup
         console.print(rich_table)
 

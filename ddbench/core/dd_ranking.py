@@ -195,12 +195,18 @@ def readable_folder(folder: str | Path, dataset_name: str | None, data_root: str
 
 
 @dataclass
-class StoreScores:
-    """LRS of one configuration for one student, from results rows (means over their seeds)."""
+class ScoredConfiguration:
+    """Whom a score from results rows is about: a configuration (its readable label) and a student."""
 
     label: str
     configuration: str
     student: str
+
+
+@dataclass
+class StoreScores(ScoredConfiguration):
+    """LRS of one configuration for one student, from results rows (means over their seeds)."""
+
     full_hard: float
     syn_hard: float
     syn_soft: float
@@ -257,4 +263,64 @@ def scores_from_store(store, dataset: str, ipc: int, hard_evaluator: str = "hard
                                n={"syn_hard": n_hard, "syn_soft": n_soft, "random_soft": n_random},
                                scores=both_scales(label_robust_score, *accuracies, weight=weight),
                                full_hard_source=full_source[student]))
+    return out
+
+
+@dataclass
+class StoreAugmentationScores(ScoredConfiguration):
+    """ARS of one configuration for one student under one evaluator, from results rows: its
+    set and the random subset of the same IPC, each with and without training augmentation
+    (the evaluator's `augment` setting), means over their seeds."""
+
+    evaluator: str
+    syn_with_aug: float
+    random_with_aug: float
+    syn_without_aug: float
+    random_without_aug: float
+    n: dict[str, int]
+    scores: dict[str, AugmentationRobustScore]
+
+
+def _augments(row: dict[str, Any]) -> bool:
+    """Rows made before evaluators had the `augment` setting were all trained with augmentation."""
+    return bool(row["evaluator_config"].get("augment", True))
+
+
+def _evaluation_setting(row: dict[str, Any]) -> tuple:
+    """What must be the same for two rows' accuracies to be compared, augmentation aside: the
+    evaluator's protocol and other settings, the student, the teacher and the evaluation data."""
+    others = {key: value for key, value in row["evaluator_config"].items() if key != "augment"}
+    return (json.dumps(others, sort_keys=True), row["evaluator_protocol"], row["student"], row["teacher_key"],
+            row["dataset_fingerprint"])
+
+
+def augmentation_scores_from_store(store, dataset: str, ipc: int, evaluator: str = "rded", baseline: str = "random",
+                                   weight: float = 0.5) -> list[StoreAugmentationScores]:
+    """ARS (both scales) of every configuration of `dataset` at `ipc` whose `evaluator` rows
+    include runs with and without augmentation (`--set EVALUATOR.augment=false`), against the
+    `baseline` method's rows (a random real subset, same IPC) under the same evaluator settings,
+    student and teacher. `rded` (soft labels, CutMix: DD-Ranking's default ARS setting) by
+    default; `hard_label` gives its hard-label variant."""
+    rows = list(store.rows(dataset=dataset, ipc=ipc, evaluator=evaluator))
+    synthetic: dict[tuple, dict[bool, list]] = {}
+    random: dict[tuple, dict[bool, list]] = {}
+    for row in rows:
+        setting = _evaluation_setting(row)
+        if row["method"] == baseline:
+            random.setdefault(setting, {True: [], False: []})[_augments(row)].append(row)
+        else:
+            synthetic.setdefault((row["configuration"], setting), {True: [], False: []})[_augments(row)].append(row)
+    out = []
+    for (configuration, setting), by_augment in synthetic.items():
+        baseline_rows = random.get(setting, {True: [], False: []})
+        groups = (by_augment[True], baseline_rows[True], by_augment[False], baseline_rows[False])
+        if not all(groups):
+            continue
+        accuracies = tuple(sum(_accuracy(row) for row in group) / len(group) for group in groups)
+        first = by_augment[True][0]
+        out.append(StoreAugmentationScores(
+            first["label"], configuration, first["student"], evaluator, *accuracies,
+            n={name: len(group) for name, group in zip(("syn_with_aug", "random_with_aug", "syn_without_aug",
+                                                        "random_without_aug"), groups)},
+            scores=both_scales(augmentation_robust_score, *accuracies, weight=weight)))
     return out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
 
@@ -45,3 +47,53 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     if enabled and bf16_autocast_on(device):
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How classifiers (students, teachers) run their kernels. None of this is part of a result's
+    identity: each choice changes float rounding at most, never what is computed.
+
+    - `channels_last_on_cpu`: NHWC activations and weights on the CPU too (CUDA always uses them).
+      oneDNN's convolutions then skip a layout reorder per call: training steps 1.04-1.1x faster
+      for ResNet-18, 1.25x for ConvNet-3, 1.5-2.3x for MobileNet-V2 / EfficientNet-B0 (depthwise
+      convolutions); logits move by about 1e-6.
+    - `cpu_validation_batch`: validation batch on the CPU, where 256 images of activations fall
+      out of the caches (ResNet-18 at 32 px: 1.3x slower per image than at 64); CUDA keeps 256.
+      Per-image results do not depend on it.
+    - `foreach_optimizer`: the optimisers' multi-tensor step on the CPU too (PyTorch takes it on
+      CUDA only); bit for bit the same update.
+    `benchmarks/bench_classifier_speed.py` times the previous settings, `Execution(False, 256, False)`,
+    against these in one process (`execution_settings`)."""
+
+    channels_last_on_cpu: bool = True
+    cpu_validation_batch: int = 64
+    foreach_optimizer: bool = True
+
+
+_EXECUTION = [Execution()]
+
+
+def execution() -> Execution:
+    """The settings classifiers run with now."""
+    return _EXECUTION[-1]
+
+
+@contextlib.contextmanager
+def execution_settings(**changes: object) -> Iterator[Execution]:
+    """Run a block under other `Execution` settings (benchmarks time the previous path with this)."""
+    _EXECUTION.append(replace(execution(), **changes))
+    try:
+        yield execution()
+    finally:
+        _EXECUTION.pop()
+
+
+def uses_channels_last(device: torch.device) -> bool:
+    """Whether classifiers on `device` take channels_last weights and inputs."""
+    return device.type == "cuda" or (device.type == "cpu" and execution().channels_last_on_cpu)
+
+
+def validation_batch_size(device: torch.device) -> int:
+    """Images per validation forward on `device` (`Execution.cpu_validation_batch` on the CPU)."""
+    return execution().cpu_validation_batch if device.type == "cpu" else 256

@@ -38,10 +38,14 @@ import itertools
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
+from ddbench.core.config import parse_overrides
 from ddbench.core.errors import ConfigError
 from ddbench.core.hashing import stable_hash
+
+if TYPE_CHECKING:
+    from ddbench.core.pipeline import RunRequest
 
 try:  # Python >= 3.11
     import tomllib
@@ -99,6 +103,15 @@ class SweepJob:
         resolution = f"@{self.resolution}px" if self.resolution else ""
         sets = f" [{' '.join(self.overrides)}]" if self.overrides else ""
         return f"{self.method_id} {self.dataset}{resolution} ipc{self.ipc} dseed{self.distill_seed}{sets}"
+
+    def request(self) -> RunRequest:
+        """The `RunRequest` this job's `ddbench run` command line makes (results and device aside)."""
+        from ddbench.core.pipeline import RunRequest  # torch and the pipeline only when a job is planned
+
+        return RunRequest(method=self.method, dataset=self.dataset, ipc=self.ipc, distill_seed=self.distill_seed,
+                          data_root=self.data_root, resolution=self.resolution, seeds=self.seeds,
+                          evaluators=self.evaluators, students=self.students, teachers=self.teachers,
+                          overrides=parse_overrides(self.overrides))
 
     def run_arguments(self, results: str | Path | None = None, device: str | None = None) -> list[str]:
         """The `ddbench run ...` arguments (without the program) that make this job."""

@@ -187,13 +187,20 @@ def _unique_names(identities: dict[tuple, RowIdentity]) -> dict[tuple, str]:
     return names
 
 
+def render_megabytes(megabytes: float | None) -> str:
+    return "-" if megabytes is None else f"{megabytes:.3f}"
+
+
 def to_markdown(tables: Iterable[Table]) -> str:
     parts = []
     for table in tables:
-        header = [table.row_label] + table.columns
+        storage = any("storage_mb" in extra for extra in table.row_extra.values())
+        header = [table.row_label] + table.columns + (["storage MB"] if storage else [])
         lines = [f"### {table.title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table.rows:
             cells = [table.cells[(row, c)].render() if (row, c) in table.cells else "-" for c in table.columns]
+            if storage:
+                cells.append(render_megabytes(table.row_extra.get(row, {}).get("storage_mb")))
             lines.append("| " + " | ".join([row] + cells) + " |")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"

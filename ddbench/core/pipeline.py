@@ -34,6 +34,7 @@ from ddbench.core.interfaces import NO_STUDENT, DatasetSpec, DistillTask, EvalTa
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.core.results import ResultRow, ResultsStore
 from ddbench.core.seeding import seed_everything
+from ddbench.core.storage import row_storage, set_storage
 
 
 def split_overrides(
@@ -360,6 +361,8 @@ def evaluate(
             teachers.get(dataset, arch, "evaluation")
     dataset_fingerprint = stable_hash(dataset.fingerprint(), 16)
     device = resolve_device(options.device)
+    # what the set costs, for every row: measured once, before any training, by the process that records the rows
+    stored_set = set_storage(distilled, dataset.resolution) if jobs and distributed.is_main() else None
     rows: dict[int, ResultRow] = {}
 
     def work(job: EvalJob) -> ResultRow:
@@ -384,6 +387,7 @@ def evaluate(
         bar.advance(skipped)
 
         def record(index: int, row: ResultRow) -> None:
+            row.storage = row_storage(stored_set, row.teacher_info, row.teacher is not None).to_dict()
             store.add(row)
             rows[index] = row
             progress.log(f"{row.evaluator} {row.student} seed {row.seed}: {row.metric} = {row.value:.2f}")
@@ -408,12 +412,36 @@ def _plugins(options: EvalOptions, dataset: DatasetSpec, method_cls: type | None
     return method_overrides, evaluators
 
 
-def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, progress: Progress = NullProgress()) -> RunSummary:
-    """Distill with `request.method`, then evaluate; rows go into the results store."""
-    dataset = registry.create_dataset(request.dataset, request.data_root, request.resolution)
+@dataclass
+class RunPlan:
+    """What a `ddbench run` is made of before anything is distilled or trained: its dataset, the
+    method and the evaluators with their resolved configs. `ddbench run` and the sweep's planning
+    (which rows a job writes) both start here."""
+
+    request: RunRequest
+    dataset: DatasetSpec
+    method: Method
+    evaluators: list[Evaluator]
+
+
+def plan_run(request: RunRequest, datasets: dict[tuple, DatasetSpec] | None = None) -> RunPlan:
+    """The dataset, method and evaluators of `request`, every `--set` routed and resolved and the
+    architecture names checked. `datasets` shares dataset objects between many plans (a sweep's)."""
+    key = (request.dataset, request.data_root, request.resolution)
+    datasets = {} if datasets is None else datasets
+    if key not in datasets:
+        datasets[key] = registry.create_dataset(*key)
+    dataset = datasets[key]
     method_cls = registry.load_method(request.method)
     method_overrides, evaluators = _plugins(request, dataset, method_cls)
     method = build_plugin(method_cls, dataset, method_overrides)
+    return RunPlan(request, dataset, method, evaluators)  # type: ignore[arg-type]
+
+
+def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, progress: Progress = NullProgress()) -> RunSummary:
+    """Distill with `request.method`, then evaluate; rows go into the results store."""
+    plan = plan_run(request)
+    dataset, method, evaluators = plan.dataset, plan.method, plan.evaluators
     device = resolve_device(request.device)
     # opened first: an unwritable results database fails now, not after hours of distillation
     with _results_store(request.results_path) as store:

@@ -34,8 +34,14 @@ from ddbench.core.identity import EvalIdentity, RunIdentity
 if TYPE_CHECKING:  # the leaderboard reads results without importing torch
     from ddbench.core.interfaces import EvalResult
 
-#: bumped when the table changes; an older table is kept aside as `results_v<N>` (not shown)
-SCHEMA_VERSION = 3
+#: bumped when the table changes. A table of a version in `MIGRATIONS` is brought up to date in
+#: place (its rows stay readable, new columns NULL); an older one is kept aside as `results_v<N>`
+#: (not shown)
+SCHEMA_VERSION = 4
+#: version -> the statements that make a table of that version the next version's
+MIGRATIONS = {
+    3: ["ALTER TABLE results ADD COLUMN storage TEXT"],  # v4: storage on every row
+}
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -75,7 +81,8 @@ CREATE TABLE IF NOT EXISTS results (
     distilled_hash TEXT NOT NULL,
     versions TEXT NOT NULL,
     git_hash TEXT,
-    wall_time_s REAL NOT NULL
+    wall_time_s REAL NOT NULL,
+    storage TEXT
 );
 CREATE INDEX IF NOT EXISTS results_lookup ON results (dataset, ipc, evaluator, configuration, student);
 CREATE INDEX IF NOT EXISTS results_base ON results (eval_base_key)
@@ -127,6 +134,10 @@ class ResultRow:
     run_key: str = ""  # RunIdentity.key
     eval_key: str = ""  # EvalIdentity.key: the row's unique key
     eval_base_key: str = ""  # EvalIdentity.base_key: the same evaluation under other evaluator source
+    #: `ddbench.core.storage.Storage.to_dict()`: bytes of the images as stored and as canonical
+    #: PNGs, of stored labels and of what evaluation needs (the teacher), set by the process that
+    #: records the row; None on rows made before schema version 4
+    storage: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         """A row built by hand (a test, a copy) without identities gets them from its own columns."""
@@ -189,7 +200,7 @@ def git_hash() -> str | None:
 
 
 JSON_COLUMNS = ("metrics", "method_config", "method_code", "weights", "evaluator_config", "evaluator_code", "recipe", "details",
-                "teacher_info", "versions")
+                "teacher_info", "versions", "storage")
 
 
 class ResultsStore:
@@ -283,13 +294,19 @@ class ResultsStore:
             raise ConfigError(f"cannot read the results database {self.path} ({exc})") from exc
 
     def _set_aside_older_table(self) -> None:
-        """A table from an older ddbench lacks the run identity its rows would need to be pooled
-        correctly: keep it, renamed, and start a new one."""
+        """Bring a table of an older ddbench up to date (`MIGRATIONS`), or, when it lacks the run
+        identity its rows would need to be pooled correctly, keep it renamed and start a new one."""
         (version,) = self._connection.execute("PRAGMA user_version").fetchone()
         exists = self._connection.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='results'").fetchone()
-        if exists and version < SCHEMA_VERSION:
-            self._connection.execute(f"ALTER TABLE results RENAME TO results_v{max(version, 1)}")
-            self._connection.execute("DROP INDEX IF EXISTS results_lookup")
+        if not exists or version >= SCHEMA_VERSION:
+            return
+        if version in MIGRATIONS:
+            for step in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[step]:
+                    self._connection.execute(statement)
+            return
+        self._connection.execute(f"ALTER TABLE results RENAME TO results_v{max(version, 1)}")
+        self._connection.execute("DROP INDEX IF EXISTS results_lookup")
 
     def close(self) -> None:
         self._connection.close()
@@ -344,10 +361,11 @@ class ResultsStore:
         """All rows matching the given column=value filters (None values are ignored)."""
         active = {key: value for key, value in filters.items() if value is not None}
         where = " AND ".join(f"{key} = :{key}" for key in active) or "1"
-        if self._connection.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+        version = self._connection.execute("PRAGMA user_version").fetchone()[0]
+        if version < SCHEMA_VERSION and version not in MIGRATIONS:
             return  # a read-only view of a database from an older ddbench: no rows in today's layout
         for record in self._connection.execute(f"SELECT * FROM results WHERE {where} ORDER BY id", active):
-            row = dict(record)
+            row = {"storage": None, **dict(record)}  # columns added since: None on a read-only older table
             for column in JSON_COLUMNS:
                 row[column] = json.loads(row[column]) if row[column] is not None else None
             yield row

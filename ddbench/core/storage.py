@@ -9,7 +9,9 @@
 - what evaluation needs: the teacher checkpoint's bytes for evaluators that need a teacher, else 0.
 
 Measured once per distilled set (`set_storage`) and once per teacher (`teacher_bytes`);
-`row_storage` puts them together for one results row.
+`row_storage` puts them together for one results row, and the pipeline stores that on the row
+(`ResultRow.storage`). `storage_of_row` reads it back, measuring only rows made before rows
+carried it (from their distilled folder, while it exists).
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class Storage:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total_bytes": self.total_bytes, "total_mb": round(self.total_bytes / MB, 6)}
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> "Storage":
+        return cls(**{name: int(record[name]) for name in cls.__dataclass_fields__})
 
 
 def canonical_png_bytes(path: str | Path, resolution: int) -> int:
@@ -94,12 +100,14 @@ def row_storage(stored: SetStorage, teacher_info: Mapping[str, Any] | None, need
 
 
 def storage_of_row(row: Mapping[str, Any], cache: dict[str, SetStorage] | None = None) -> Storage | None:
-    """The storage of a results row as the store holds it today (its `distilled_path`,
-    `resolution` and `teacher_info`), or None when its set is no longer on disk. `cache` (path ->
-    SetStorage) spares re-encoding a set shared by many rows."""
+    """The storage a results row records; for a row made before rows recorded it, measured from
+    its `distilled_path`, `resolution` and `teacher_info`, or None when that set is no longer on
+    disk. `cache` (path -> SetStorage) spares re-encoding a set shared by many rows."""
     from ddbench.core.distilled import DistilledSet
     from ddbench.core.errors import DistilledSetError
 
+    if row.get("storage"):
+        return Storage.from_dict(row["storage"])
     path = str(row["distilled_path"])
     cache = {} if cache is None else cache
     if path not in cache:

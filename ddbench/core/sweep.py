@@ -24,14 +24,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
-from ddbench.core import paths, registry
-from ddbench.core.config import parse_overrides
+from ddbench.core import paths
 from ddbench.core.errors import ConfigError, DDBenchError
 from ddbench.core.files import locked, process_alive, write_atomic
 from ddbench.core.grid import SweepJob
 from ddbench.core.interfaces import TeacherProvider
-from ddbench.core.pipeline import (EvalJob, EvalOptions, TeacherCache, build_identity, build_plugin, make_evaluators,
-                                   plan_jobs, split_overrides)
+from ddbench.core.pipeline import EvalJob, TeacherCache, build_identity, plan_jobs, plan_run
 from ddbench.core.progress import NullProgress
 from ddbench.core.results import ResultsStore
 
@@ -88,20 +86,9 @@ def plan_job(job: SweepJob, store: ResultsStore | None, teacher_provider: Teache
     `plan_jobs` (same dataset, resolved configs, run and evaluation identities, teacher keys)
     without distilling or training. `datasets` shares dataset objects between a sweep's jobs."""
     plan = JobPlan(job)
-    datasets = {} if datasets is None else datasets
     try:
-        key = (job.dataset, job.data_root, job.resolution)
-        if key not in datasets:
-            datasets[key] = registry.create_dataset(*key)
-        dataset = datasets[key]
-        method_cls = registry.load_method(job.method)
-        evaluator_classes = [registry.load_evaluator(name) for name in job.evaluators]
-        method_overrides, evaluator_overrides = split_overrides(parse_overrides(job.overrides), method_cls, evaluator_classes)
-        method = build_plugin(method_cls, dataset, method_overrides)
-        evaluators = make_evaluators(list(job.evaluators), dataset, evaluator_overrides)
-        for evaluator in evaluators:
-            evaluator.check_architectures(list(job.students), list(job.teachers))
-        options = EvalOptions(seeds=job.seeds, evaluators=job.evaluators, students=job.students, teachers=job.teachers)
+        run_plan = plan_run(job.request(), datasets)
+        dataset, method, evaluators, options = run_plan.dataset, run_plan.method, run_plan.evaluators, run_plan.request
         teachers = TeacherCache(teacher_provider, torch.device("cpu"), NullProgress())
         method_teacher = teachers.identify(dataset, job.teachers[0]) if method.needs_teacher else None
         # a teacher still to be trained: its key, hence the run identity, is unknown until the job runs

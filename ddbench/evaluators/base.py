@@ -57,6 +57,10 @@ class StudentEvalConfig:
     student_init: str = "timm"
     #: the student's input mean/std (training and validation): "dataset" (its own) or "imagenet"
     student_normalization: str = "dataset"
+    #: False: train on the images as they are (no ShufflePatches, crop, flip or CutMix), as
+    #: DD-Ranking's "without augmentation" runs for its ARS do; part of the config, so such rows
+    #: form tables of their own
+    augment: bool = True
 
 
 def student_normalization(config: StudentEvalConfig, dataset: DatasetSpec) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -108,7 +112,7 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
             raise DistilledSetError(
                 f"{distilled.root}: {len(distilled.class_names)} classes, but {dataset.name} has {dataset.num_classes}"
             )
-        recipe = self.recipe(distilled, task)
+        recipe = self.recipe(distilled, task) if config.augment else without_augmentation(self.recipe(distilled, task))
         objective = self.objective(task)  # before the heavy loading: a missing teacher fails fast
         resolution = dataset.resolution
         train_set = load_tensor_set(distilled.dataset(), square_resize(resolution), f"distilled set {distilled.root}")
@@ -171,6 +175,12 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
             teacher_key=(task.teacher.checkpoint_sha256 or "") if task.teacher else "")
         name = identity.state_name({"recipe": config_to_dict(recipe), "distilled": distilled.content_hash})
         return ResumePoint(task.workdir / name, self.config.resume_every)
+
+
+def without_augmentation(recipe: TrainingRecipe) -> TrainingRecipe:
+    """`recipe` training on the images as they are: the crop box is always the whole image (scale
+    (1, 1): the resize is the identity), no flip, no ShufflePatches, no CutMix."""
+    return dataclasses.replace(recipe, crop_scale=(1.0, 1.0), flip=False, shuffle_patch_factor=1, cutmix_prob=0.0)
 
 
 def summarise_validations(history: TrainingHistory) -> dict[str, float]:

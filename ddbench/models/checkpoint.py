@@ -27,7 +27,7 @@ def save_model(model: nn.Module, path: str | os.PathLike, extra: dict[str, Any] 
     payload = {
         "format": FORMAT,
         "spec": model_spec(model).to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},  # any layout: same bytes
         "extra": extra or {},
     }
     return torch_save_atomic(payload, path)

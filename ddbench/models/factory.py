@@ -36,6 +36,7 @@ import torch
 import torchvision
 from torch import nn
 
+from ddbench.core.device import uses_channels_last
 from ddbench.core.errors import CheckpointError, ConfigError
 from ddbench.models.convnet import ConvNet
 
@@ -309,8 +310,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def to_device(model: nn.Module, device: torch.device) -> nn.Module:
-    """Move to `device`; on CUDA also channels_last (faster convs under bf16 autocast)."""
-    model = model.to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
-    return model
+    """Move to `device`, in the memory format its convolutions run fastest in there
+    (`core.device.uses_channels_last`: channels_last on CUDA and, by default, on the CPU)."""
+    layout = torch.channels_last if uses_channels_last(torch.device(device)) else torch.contiguous_format
+    return model.to(device).to(memory_format=layout)

@@ -235,14 +235,14 @@ def print_comparison(grid_name: str, results_path, dataset: str | None, ipc: int
 
 
 def print_ddranking(results_path, dataset: str | None, ipc: int | None, output_format: str) -> None:
-    """`ddbench leaderboard --ddranking --dataset D --ipc N`: HLR, IOR, LRS per configuration and
-    student, on fractions (DD-Ranking's paper) and on percentages (its code)."""
+    """`ddbench leaderboard --ddranking --dataset D --ipc N`: HLR, IOR, LRS and ARS per
+    configuration and student, on fractions (DD-Ranking's paper) and on percentages (its code)."""
     import json
 
     from rich.table import Table
 
     from ddbench.cli import console
-    from ddbench.core.dd_ranking import scores_from_store
+    from ddbench.core.dd_ranking import augmentation_scores_from_store, scores_from_store
     from ddbench.core.errors import ConfigError
     from ddbench.core.results import ResultsStore
 
@@ -250,23 +250,44 @@ def print_ddranking(results_path, dataset: str | None, ipc: int | None, output_f
         raise ConfigError("--ddranking needs --dataset and --ipc")
     with ResultsStore(results_path, readonly=True) as store:
         scores = scores_from_store(store, dataset, ipc)
-    if not scores:
-        raise ConfigError(f"no configuration of {dataset} IPC {ipc} has hard_label and rded rows, rded rows of `random` "
-                          "at the same IPC and a full-data accuracy (a teacher of the student's arch) in "
-                          f"{results_path}")
+        augmentation = [score for evaluator in ("rded", "hard_label")
+                        for score in augmentation_scores_from_store(store, dataset, ipc, evaluator)]
+    if not scores and not augmentation:
+        raise ConfigError(f"no configuration of {dataset} IPC {ipc} has the rows DD-Ranking's scores need in {results_path}: "
+                          "LRS hard_label and rded rows, rded rows of `random` at the same IPC and a full-data accuracy "
+                          "(a teacher of the student's arch); ARS rded or hard_label rows with and without augmentation "
+                          "(--set rded.augment=false), for the set and for `random` at the same IPC")
     if output_format == "json":
-        click.echo(json.dumps([{"label": s.label, "configuration": s.configuration, "student": s.student,
+        click.echo(json.dumps([{"score": "LRS", "label": s.label, "configuration": s.configuration, "student": s.student,
                                 "full_hard": s.full_hard, "full_hard_source": s.full_hard_source, "syn_hard": s.syn_hard,
                                 "syn_soft": s.syn_soft, "random_soft": s.random_soft, "n": s.n,
                                 **{f"{name}_{scale}": getattr(value, name) for scale, value in s.scores.items()
-                                   for name in ("hlr", "ior", "lrs")}} for s in scores], indent=2))
+                                   for name in ("hlr", "ior", "lrs")}} for s in scores]
+                              + [{"score": "ARS", "label": s.label, "configuration": s.configuration, "student": s.student,
+                                  "evaluator": s.evaluator, "syn_with_aug": s.syn_with_aug,
+                                  "random_with_aug": s.random_with_aug, "syn_without_aug": s.syn_without_aug,
+                                  "random_without_aug": s.random_without_aug, "n": s.n,
+                                  **{f"{name}_{scale}": getattr(value, name) for scale, value in s.scores.items()
+                                     for name in ("with_aug", "without_aug", "ars")}} for s in augmentation], indent=2))
         return
-    table = Table(title=f"DD-Ranking scores · {dataset} · IPC {ipc} (top-1 %; scores on fractions, [percent])")
-    for column in ("configuration", "student", "full hard", "syn hard", "syn soft", "random soft", "HLR", "IOR", "LRS"):
-        table.add_column(column, justify="left" if column in ("configuration", "student") else "right")
-    for s in scores:
-        fraction, percent = s.scores["fraction"], s.scores["percent"]
-        table.add_row(s.label, s.student, f"{s.full_hard:.2f}", f"{s.syn_hard:.2f}", f"{s.syn_soft:.2f}",
-                      f"{s.random_soft:.2f}", f"{fraction.hlr:.4f}", f"{fraction.ior:.4f}",
-                      f"{fraction.lrs:.4f} [{percent.lrs:.3g}]")
-    console.print(table)
+    if scores:
+        table = Table(title=f"DD-Ranking scores · {dataset} · IPC {ipc} (top-1 %; scores on fractions, [percent])")
+        for column in ("configuration", "student", "full hard", "syn hard", "syn soft", "random soft", "HLR", "IOR", "LRS"):
+            table.add_column(column, justify="left" if column in ("configuration", "student") else "right")
+        for s in scores:
+            fraction, percent = s.scores["fraction"], s.scores["percent"]
+            table.add_row(s.label, s.student, f"{s.full_hard:.2f}", f"{s.syn_hard:.2f}", f"{s.syn_soft:.2f}",
+                          f"{s.random_soft:.2f}", f"{fraction.hlr:.4f}", f"{fraction.ior:.4f}",
+                          f"{fraction.lrs:.4f} [{percent.lrs:.3g}]")
+        console.print(table)
+    if augmentation:
+        table = Table(title=f"DD-Ranking ARS · {dataset} · IPC {ipc} (top-1 %; scores on fractions, [percent])")
+        for column in ("configuration", "student", "evaluator", "syn aug", "random aug", "syn no aug", "random no aug",
+                       "ARS"):
+            table.add_column(column, justify="left" if column in ("configuration", "student", "evaluator") else "right")
+        for s in augmentation:
+            fraction, percent = s.scores["fraction"], s.scores["percent"]
+            table.add_row(s.label, s.student, s.evaluator, f"{s.syn_with_aug:.2f}", f"{s.random_with_aug:.2f}",
+                          f"{s.syn_without_aug:.2f}", f"{s.random_without_aug:.2f}",
+                          f"{fraction.ars:.4f} [{percent.ars:.3g}]")
+        console.print(table)

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from ddbench.core import distributed
-from ddbench.core.device import autocast
+from ddbench.core.device import autocast, uses_channels_last, validation_batch_size
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, normalize
@@ -69,25 +69,27 @@ def validation_epochs(epochs: int, last_fraction: float, every: int) -> list[int
 
 
 def prepare_inputs(images: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """channels_last on CUDA (what the model was converted to), unchanged on CPU."""
-    if device.type == "cuda":
+    """A batch in the memory format `models.to_device` gave the model (`core.device.uses_channels_last`)."""
+    if uses_channels_last(device):
         return images.contiguous(memory_format=torch.channels_last)
     return images
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_top1(
     model: nn.Module,
     val_set: ImageSet,
     mean: tuple[float, float, float],
     std: tuple[float, float, float],
     device: torch.device,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     amp: bool = True,
 ) -> float:
     """Top-1 accuracy in percent of `model` on a uint8 image set (already resized and cropped),
-    held in memory or streamed from disk. Under data-parallel training each rank counts its share
-    of the set and the counts are summed."""
+    held in memory or streamed from disk, `batch_size` (default `core.device.validation_batch_size`)
+    at a time. Under data-parallel training each rank counts its share of the set and the counts
+    are summed."""
+    batch_size = batch_size or validation_batch_size(device)
     was_training = model.training
     model.eval()
     rank, world = distributed.data_parallel_world()

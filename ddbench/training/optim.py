@@ -61,11 +61,14 @@ def build_optimizer(
     """`adamw` (RDED protocol, VAR, DiT) or `sgd` (with Nesterov-free momentum), over `decay_param_groups`."""
     import torch
 
+    from ddbench.core.device import execution
+
     groups = decay_param_groups(model, weight_decay, no_decay_names=no_decay_names, lr_by_name=lr_by_name)
+    foreach = True if execution().foreach_optimizer else None  # None: PyTorch's choice (CUDA only)
     if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), foreach=foreach)
     if name == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, foreach=foreach)
     raise ConfigError(f"unknown optimizer {name!r}; use adamw or sgd")
 
 

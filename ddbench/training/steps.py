@@ -11,15 +11,21 @@ Epochs are a view on steps: pass `steps_per_epoch` (e.g. `EpochBatches.steps_per
 `on_epoch_end`, and checkpoint at epoch boundaries with `every = steps_per_epoch`.
 A loss that turns NaN or infinite, or explodes (`EXPLOSION_FACTOR` times its start, still finite),
 stops the run with a TrainingDivergedError naming the step (and epoch), the lr and the knob to
-change; it is checked before every checkpoint, so no diverged state is ever saved. This is the one
-resume, divergence check, DDP wrap and precision policy of the base: the classifier loop
-(`training.loop.train_model`) is an epoch view over `fit`, with an `optional` resume state.
+change; it is checked before every checkpoint, so no diverged state is ever saved. With
+`save_on_interrupt` (a step loss whose state is whole after every step, not only at checkpoints),
+a Ctrl-C lets the running step finish, saves the state there and raises KeyboardInterrupt: the
+rerun loses no finished step. This is the one resume, divergence check, DDP wrap and precision
+policy of the base: the classifier loop (`training.loop.train_model`) is an epoch view over `fit`,
+with an `optional` resume state.
 """
 
 from __future__ import annotations
 
 import copy
 import math
+import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, NamedTuple, Protocol
@@ -113,6 +119,7 @@ def fit(
     description: str = "training",
     knobs: DivergenceKnobs = DivergenceKnobs(),
     progress_in_epochs: bool = False,
+    save_on_interrupt: bool = False,
 ) -> FitResult:
     """Train `model` in place for steps [resumed step, min(total_steps, stop_after)); returns what
     happened. The model is left in eval mode. `schedule(peak_lr, step)` sets each group's lr from
@@ -121,7 +128,10 @@ def fit(
     `on_epoch_end(epoch)` runs after the last step of each epoch (before that step's checkpoint);
     a text it returns becomes the progress bar's description. `knobs` name the settings a
     divergence message suggests. The bar counts steps, or epochs with `progress_in_epochs`; it
-    advances after each step's (or epoch's) checkpoint.
+    advances after each step's (or epoch's) checkpoint. `save_on_interrupt` (with `resume`, in one
+    process): a Ctrl-C is held until the running step ends, then that step's state is saved and
+    KeyboardInterrupt raised (a second Ctrl-C stops at once); only for a `step_loss` that resumes
+    exactly from any step (its draws from the step index or `random_sources`, its state in `stateful`).
 
     Under torchrun (outside `distributed.local_only`) `step_loss` runs as the forward of a
     DistributedDataParallel module, so its gradients are averaged over the ranks: it must train on
@@ -172,7 +182,8 @@ def fit(
     model.train()
     started, metrics = time.perf_counter(), {}
     unit = steps_per_epoch if progress_in_epochs else 1
-    with synchronized_batchnorm(model, device), progress.task(description, total=-(-total_steps // unit)) as bar:
+    hold = _CtrlCAtStepEnd(save_on_interrupt and resume is not None and world == 1)
+    with synchronized_batchnorm(model, device), progress.task(description, total=-(-total_steps // unit)) as bar, hold:
         trainer = wrap_data_parallel(_StepModule(model, step_loss), device, broadcast_buffers=True) if world > 1 else None
         bar.advance(start // unit)
         for step in range(start, end):
@@ -199,6 +210,14 @@ def fit(
                 run.save(step + 1)
             if (step + 1) % unit == 0 or step + 1 == total_steps:
                 bar.advance()
+            if hold.pending:
+                if not saves:
+                    check_divergence(step + 1)
+                    average_losses(step + 1)
+                    run.save(step + 1)
+                progress.log(f"interrupted: {description} saved its state after step {step + 1} of {total_steps} "
+                             f"({resume.path}); the same command resumes from there")
+                raise KeyboardInterrupt
     check_divergence(max(start, end))
     model.eval()
     if resume is not None and resume.optional and end == total_steps and distributed.is_writer():
@@ -226,6 +245,34 @@ def diverged_steps(losses: torch.Tensor, first: int = 0) -> tuple[int, float, fl
         return None
     index = first + int(bad.nonzero()[0])
     return index, float(losses[index]), float(losses[0])
+
+
+class _CtrlCAtStepEnd:
+    """While active (`enabled`, in the main thread, with Python's own Ctrl-C handler installed): a
+    first SIGINT only sets `pending`, for the loop to act on at the end of the running step (a
+    state saved halfway through an optimiser step would be torn); a second one interrupts at once."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = (enabled and threading.current_thread() is threading.main_thread()
+                        and signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+        self.pending = False
+
+    def _hold(self, signum, frame) -> None:
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+        os.write(2, b"\nCtrl-C: saving the training state after this step (Ctrl-C again to stop at once)\n")
+
+    def __enter__(self) -> "_CtrlCAtStepEnd":
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._hold)
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.enabled:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if self.pending and exc_type is None:  # came after the last step's check: still a Ctrl-C
+                raise KeyboardInterrupt
 
 
 class _Run:

@@ -175,7 +175,11 @@ def install_events() -> None:
     from ddbench.core import results
 
     os.replace = _counted("replace", os.replace, lambda source, target, *rest: Path(os.fspath(target)).name)
-    Image.Image.save = _counted("png", Image.Image.save, lambda image, target, *rest: Path(os.fspath(target)).name)
+    save_file = _counted("png", Image.Image.save, lambda image, target, *rest: Path(os.fspath(target)).name)
+    save = Image.Image.save
+    # an event is an image file written; an encoding into memory (storage's canonical PNG bytes) is not
+    Image.Image.save = lambda image, target, *rest, **options: (
+        save_file if isinstance(target, (str, os.PathLike)) else save)(image, target, *rest, **options)
     results.ResultsStore.add = _counted("row", results.ResultsStore.add, lambda store, row: f"{row.student} seed {row.seed}")
     import torch
 
@@ -221,6 +225,9 @@ def main(argv: list[str]) -> None:
             lingering = (Path(marker), float(seconds))
         else:
             raise SystemExit(f"harness: unknown option {option}")
+    # a Ctrl-C lands as it does from a terminal, even when the suite was started with SIGINT ignored
+    # (a background job of a non-interactive shell passes SIG_IGN on, and Python then keeps it)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     install_events()
     for folder in pending_readonly:  # last: the events wrap the real os.replace, not the refusing one
         install_readonly(folder)

@@ -5,13 +5,15 @@ settings end with exactly the weights of an uninterrupted run.
 
 The moments are optimiser steps drawn from a seeded generator over the reference run's own
 events: for SIGKILL, a step after the first checkpoint was committed (so the rerun really resumes
-from it and redoes the lost steps); for Ctrl-C, any step.
+from it and redoes the lost steps); for Ctrl-C, any step. A Ctrl-C inside a fine-tune loses no
+finished step: the running step ends, its state is saved, and the rerun resumes from that very step.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 from pathlib import Path
 
@@ -137,4 +139,32 @@ def test_sigkill_and_ctrl_c_mid_training_then_rerun_gives_the_uninterrupted_weig
     for (name, *_), option, home, result in zip(SCENARIOS, options, homes, rerun):
         assert result.returncode == 0, (name, option, result.stderr[-2000:])
         assert "started this training from scratch" not in result.stderr, (name, option)
+        assert_same_outcome(home, references[name][0])
+
+
+#: Ctrl-C inside each generator fine-tune: (command, where among its steps, before or after the
+#: step's optimiser update), from a generator of its own (whatever else runs first)
+FINETUNE_RNG = random.Random(20261207)
+FINETUNE_INTERRUPTS = [(name, FINETUNE_RNG.random(), FINETUNE_RNG.choice(["before", "after"]))
+                       for name in ("hieramp", "minimax")]
+
+
+def test_ctrl_c_inside_a_fine_tune_saves_that_step_and_the_rerun_resumes_there_with_the_uninterrupted_weights(
+        references, tmp_path):
+    homes = [fresh_home(tmp_path) for _ in FINETUNE_INTERRUPTS]
+    options = [f"step:{1 + int(fraction * sum(kind == 'step' for kind, _ in references[name][1]))}:{phase}"
+               for name, fraction, phase in FINETUNE_INTERRUPTS]
+    stopped = ddbench_together([(COMMANDS[name](home), home, ("--interrupt-at", option))
+                                for (name, *_), home, option in zip(FINETUNE_INTERRUPTS, homes, options)], timeout=600)
+    for (name, *_), option, home, result in zip(FINETUNE_INTERRUPTS, options, homes, stopped):
+        step = int(option.split(":")[1])  # the step running when Ctrl-C came: it finishes and is saved
+        assert result.returncode == 130, (name, option, result.stderr[-2000:])
+        assert not any("Traceback" in line for line in error_lines(result.stderr)), (name, option)
+        assert f"saved its state after step {step} of" in result.stderr, (name, option, result.stderr[-2000:])
+    rerun = ddbench_together([(COMMANDS[name](home), home) for (name, *_), home in zip(FINETUNE_INTERRUPTS, homes)],
+                             timeout=600)
+    for (name, *_), option, home, result in zip(FINETUNE_INTERRUPTS, options, homes, rerun):
+        step = int(option.split(":")[1])
+        assert result.returncode == 0, (name, option, result.stderr[-2000:])
+        assert re.search(rf"resuming .* from step {step}\b", result.stderr), (name, option, result.stderr[-2000:])
         assert_same_outcome(home, references[name][0])

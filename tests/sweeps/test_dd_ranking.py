@@ -172,3 +172,22 @@ def test_label_robust_scores_from_ddbench_s_own_rows(cli, tmp_path):
     table = cli("leaderboard", "--ddranking", "--dataset", "digits", "--ipc", "1", "--results", str(results))
     assert table.exit_code == 0 and "LRS" in table.output
     assert cli("leaderboard", "--ddranking", "--results", str(results)).exit_code == 2  # needs --dataset and --ipc
+
+    # the `lrs` evaluator runs the same sub-evaluations itself, per seed: the same accuracies in,
+    # DD-Ranking's per-run score out
+    protocol_set = {"hard_label": {"epochs": "1"}, "rded": {"epochs": "4", "validate_every": "1", "validate_last_fraction": "1"}}
+    run(RunRequest(method="var", dataset="digits", ipc=1, seeds=(0, 1), evaluators=("lrs",), students=("convnet3",),
+                   teachers=("convnet3",), device="cpu", results_path=results,
+                   overrides={"lrs.protocol_set": json.dumps(protocol_set)}), teacher)
+    with ResultsStore(results, readonly=True) as store:
+        scored = {r["seed"]: r for r in store.rows(evaluator="lrs")}
+    assert sorted(scored) == [0, 1]
+    for seed, scored_row in scored.items():
+        def same(method, evaluator):
+            (found,) = [r["metrics"].get("top1_best", r["metrics"]["top1_final"]) for r in rows
+                        if r["method"] == method and r["evaluator"] == evaluator and r["seed"] == seed]
+            return found
+
+        accuracies = (87.5, same("var", "hard_label"), same("var", "rded"), same("random", "rded"))
+        assert tuple(scored_row["metrics"][key] for key in ("full_hard", "syn_hard", "syn_soft", "random_soft")) == accuracies
+        assert scored_row["value"] == pytest.approx(label_robust_score(*accuracies).lrs, rel=1e-12)

@@ -63,9 +63,11 @@ def test_a_stored_row_gives_its_storage(tmp_path, isolated_home):
                              overrides={"hard_label.epochs": "1"}, device="cpu", results_path=results, out_dir=tmp_path / "set"))
     with ResultsStore(results, readonly=True) as store:
         (row,) = list(store.rows())
-    cache = {}
-    storage = storage_of_row(row, cache)
     measured = set_storage(summary.distilled, 16)
+    assert storage_of_row(row, {}).to_dict() == row["storage"]  # the row records it
+    cache = {}
+    row = {**row, "storage": None}  # a row made before rows recorded storage: measured from its folder
+    storage = storage_of_row(row, cache)
     assert storage.images_bytes == measured.images_bytes and storage.canonical_png_bytes == measured.canonical_png_bytes
     assert storage.evaluation_bytes == 0 and storage.labels_bytes == 0 and list(cache) == [row["distilled_path"]]
     assert storage_of_row({**row, "distilled_path": str(tmp_path / "gone")}) is None
@@ -97,3 +99,58 @@ def test_the_report_plots_accuracy_against_storage(cli, tmp_path):
     page = (tmp_path / "report" / "index.html").read_text()
     assert 'src="img/storage-0.png" alt="accuracy against storage of' in page
     assert (tmp_path / "report" / "img" / "storage-0.png").stat().st_size > 1000
+
+
+def test_every_row_records_its_storage_and_keeps_it_when_the_set_is_gone(cli, tmp_path):
+    import json
+    import shutil
+
+    from ddbench.core import paths
+    from ddbench.core.results import ResultsStore
+    from ddbench.core.storage import Storage, storage_of_row
+
+    made = cli("run", "--method", "random", "--dataset", "digits", "--ipc", "1", "--students", "convnet3", "--seeds", "0,1",
+               "--evaluator", "hard_label", "--set", "epochs=1", "--device", "cpu", "--out", str(tmp_path / "set"))
+    assert made.exit_code == 0, made.output
+    expected = set_storage(DistilledSet.open(tmp_path / "set"), 16)
+    shutil.rmtree(tmp_path / "set")  # nothing left to measure: what follows comes from the rows
+    with ResultsStore(paths.default_results_path(), readonly=True) as store:
+        rows = list(store.rows())
+    assert len(rows) == 2
+    for row in rows:
+        assert row["storage"] == Storage(expected.images_bytes, expected.canonical_png_bytes, 0, 0).to_dict()
+        assert storage_of_row(row) == Storage.from_dict(row["storage"])
+    (record,) = json.loads(cli("leaderboard", "--storage", "--format", "json").output)
+    assert record["images_mb_png"] == round(expected.canonical_png_bytes / 2**20, 6)
+    assert record["images_mb_stored"] == round(expected.images_bytes / 2**20, 6)
+    markdown = cli("leaderboard", "--storage", "--format", "md").output
+    assert "storage MB" in markdown and f"{expected.canonical_png_bytes / 2**20:.3f}" in markdown
+    report = cli("report", "--dataset", "digits", "--ipc", "1", "--out", str(tmp_path / "report"))
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "report" / "img" / "storage-0.png").stat().st_size > 1000
+
+
+def test_rows_of_a_version_3_database_stay_readable_and_it_takes_rows_with_storage(tmp_path):
+    import sqlite3
+
+    from tests.core.test_results_and_leaderboard import make_row
+
+    from ddbench.core.results import SCHEMA_VERSION, ResultsStore
+
+    path = tmp_path / "v3.sqlite"
+    with ResultsStore(path) as store:
+        store.add(make_row("random", "resnet18", 0, 50.0))
+    with sqlite3.connect(path) as old:  # the table as ddbench wrote it before rows carried storage
+        old.execute("ALTER TABLE results DROP COLUMN storage")
+        old.execute("PRAGMA user_version=3")
+    with ResultsStore(path, readonly=True) as store:
+        assert [(row["value"], row["storage"]) for row in store.rows()] == [(50.0, None)]
+    stored = {"images_bytes": 10, "canonical_png_bytes": 20, "labels_bytes": 0, "evaluation_bytes": 5}
+    with ResultsStore(path) as store:
+        new = make_row("random", "resnet18", 1, 60.0)
+        new.storage = stored
+        store.add(new)
+        assert [(row["value"], row["storage"]) for row in store.rows()] == [(50.0, None), (60.0, stored)]
+    with sqlite3.connect(path) as migrated:
+        assert migrated.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+        assert migrated.execute("SELECT name FROM sqlite_master WHERE name LIKE 'results_v%'").fetchall() == []

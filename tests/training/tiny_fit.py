@@ -51,8 +51,10 @@ def tiny_model() -> nn.Module:
         return nn.Sequential(nn.Linear(6, 16), nn.LayerNorm(16), nn.GELU(), nn.Dropout(0.3), nn.Linear(16, 3))
 
 
-def run(out: Path, kill_at: int | None = None, stop_after: int | None = None):
-    """Returns (FitResult, model, ema). Data: 14 fixed examples, batches of 4 (4 steps per epoch)."""
+def run(out: Path, kill_at: int | None = None, stop_after: int | None = None, ctrl_c_at: tuple[int, ...] = (),
+        save_on_interrupt: bool = False):
+    """Returns (FitResult, model, ema). Data: 14 fixed examples, batches of 4 (4 steps per epoch).
+    `ctrl_c_at`: SIGINT the process at the start of these steps (a step listed twice gets two)."""
     seed_everything(0)
     inputs = torch.randn(14, 6, generator=torch_generator(0, "tiny-fit-inputs"))
     targets = torch.arange(14) % 3
@@ -67,6 +69,8 @@ def run(out: Path, kill_at: int | None = None, stop_after: int | None = None):
     def step_loss(step: int):
         if step == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
+        for _ in range(ctrl_c_at.count(step)):
+            os.kill(os.getpid(), signal.SIGINT)
         chosen = batches.indices(step)
         x = inputs[chosen] + 0.1 * torch.randn(len(chosen), 6, generator=noise)
         weight = float(label_noise.uniform(0.5, 1.5))
@@ -78,7 +82,8 @@ def run(out: Path, kill_at: int | None = None, stop_after: int | None = None):
                  schedule=WarmupCosine(TOTAL_STEPS, warmup_steps=3, final_fraction=0.1), grad_clip=0.5, ema=ema,
                  resume=ResumePoint(out / "tiny_last.ckpt", CHECKPOINT_EVERY, {"recipe": "tiny", "steps": TOTAL_STEPS}),
                  random_sources={"noise": noise, "label_noise": label_noise}, stateful={"memory": memory},
-                 steps_per_epoch=batches.steps_per_epoch, on_epoch_end=epochs_ended.append, stop_after=stop_after)
+                 steps_per_epoch=batches.steps_per_epoch, on_epoch_end=epochs_ended.append, stop_after=stop_after,
+                 save_on_interrupt=save_on_interrupt)
     result.epochs_ended = epochs_ended
     return result, model, ema
 

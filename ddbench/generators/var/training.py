@@ -80,7 +80,8 @@ def fit_stage(stage: str, model: torch.nn.Module, config: TrainConfig, out_dir: 
                  grad_clip=config.optim.grad_clip,
                  precision=Precision(next(model.parameters()).device, config.optim.precision),
                  resume=ResumePoint(out_dir / f"{stage}_last.ckpt", config.checkpoint_every, identity),
-                 stop_after=stop_after, progress=progress, description=f"training {stage}")
+                 stop_after=stop_after, progress=progress, description=f"training {stage}",
+                 save_on_interrupt=True)  # every draw comes from (seed, step): any step resumes exactly
     return result.summary()
 
 

@@ -109,7 +109,7 @@ def finetune_minimax(model: DiT, codec: Codec, train_set, class_labels: list[int
                  stateful={"memories": memories},
                  resume=ResumePoint(out_dir / "minimax_last.ckpt", every=batches.steps_per_epoch, identity=identity),
                  steps_per_epoch=batches.steps_per_epoch, stop_after=stop_after, progress=progress,
-                 description="Minimax fine-tuning")
+                 description="Minimax fine-tuning", save_on_interrupt=True)  # draws per step, memories saved
     if result.finished:  # under torchrun one process writes (atomically) and the others wait for it
         if distributed.is_writer():
             save_atomic(ema.module.state_dict(), out_dir / MINIMAX_WEIGHTS)

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
+from ddbench.core.device import uses_channels_last
 from ddbench.core.errors import ConfigError
 from ddbench.training.augment import normalize, sample_resized_crop_boxes
 
@@ -52,7 +53,7 @@ def crop_losses(teacher: nn.Module, crops: torch.Tensor, label: int, resolution:
     losses = []
     for start in range(0, len(flat), batch_size):
         batch = pad_centred(normalize(flat[start:start + batch_size].to(device), mean, std), resolution)
-        if device.type == "cuda":
+        if uses_channels_last(device):  # the teacher's layout (`models.to_device`)
             batch = batch.contiguous(memory_format=torch.channels_last)
         probabilities = F.softmax(teacher(batch).float(), dim=1)
         losses.append(-torch.log(probabilities[:, label]).cpu())
