@@ -15,6 +15,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddbench.generators.var.cpu_kernels import Linear
+
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, H, L_q, L_k) -> same shape
 
 MAX_SCALE_MUL = math.log(100.0)
@@ -85,17 +87,17 @@ class SelfAttention(nn.Module):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
-        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.mat_qkv = Linear(embed_dim, 3 * embed_dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(embed_dim))
         self.v_bias = nn.Parameter(torch.zeros(embed_dim))
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
-        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.proj = Linear(embed_dim, embed_dim)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, L, C) -> q, k, v each (B, H, L, c), with q and k normalised and q scaled."""
         batch, length, _ = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = self.mat_qkv.linear(x, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         scale = self.scale_mul_1H11.clamp(max=MAX_SCALE_MUL).exp()
         return F.normalize(query, dim=-1) * scale, F.normalize(key, dim=-1), value
