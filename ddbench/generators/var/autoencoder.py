@@ -28,8 +28,8 @@ class ResnetBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        inplace = not torch.is_grad_enabled()  # inference: no fresh buffers (the same numbers)
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        inplace = fast and not torch.is_grad_enabled()  # inference: no fresh buffers (the same numbers)
         h = self.conv1(F.silu(self.norm1(x), inplace=inplace))
         h = self.conv2(F.silu(self.norm2(h), inplace=inplace))
         return h.add_(self.nin_shortcut(x)) if inplace else self.nin_shortcut(x) + h
@@ -87,8 +87,8 @@ class _MiddleBlock(nn.Module):
         self.attn_1 = _attention_or_identity(using_mid_sa, channels, norm_groups)
         self.block_2 = ResnetBlock(channels, channels, norm_groups)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.block_2(self.attn_1(self.block_1(x)))
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(x, fast)), fast)
 
 
 class _Level(nn.Module):
@@ -109,15 +109,15 @@ class _Level(nn.Module):
         elif resampler == "up":
             self.upsample = Upsample(channels_out)
 
-    def forward(self, x: torch.Tensor, subpixel: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, fast: bool = False) -> torch.Tensor:
         for index, block in enumerate(self.block):
-            x = block(x)
+            x = block(x, fast)
             if len(self.attn):
                 x = self.attn[index](x)
         if hasattr(self, "downsample"):
             x = self.downsample(x)
         if hasattr(self, "upsample"):
-            x = self.upsample(x, subpixel)
+            x = self.upsample(x, subpixel=fast)
         return x
 
 
@@ -145,7 +145,7 @@ class Encoder(nn.Module):
         for level in self.down:
             h = level(h)
         h = self.mid(h)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
+        return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
@@ -168,9 +168,10 @@ class Decoder(nn.Module):
         self.norm_out = group_norm(ch * ch_mult[0], norm_groups)
         self.conv_out = nn.Conv2d(ch * ch_mult[0], out_channels, 3, padding=1)
 
-    def forward(self, latent: torch.Tensor, subpixel: bool = False) -> torch.Tensor:
-        """`subpixel`: upsampling convs as sub-pixel 2x2 convs (same function, float rounding apart)."""
-        h = self.mid(self.conv_in(latent))
+    def forward(self, latent: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """`fast` (inference): upsampling convs as sub-pixel 2x2 convs and, without autograd, in-place
+        activations and residual sums; the same function, float rounding apart."""
+        h = self.mid(self.conv_in(latent), fast)
         for level in reversed(self.up):
-            h = level(h, subpixel)
-        return self.conv_out(F.silu(self.norm_out(h), inplace=not torch.is_grad_enabled()))
+            h = level(h, fast)
+        return self.conv_out(F.silu(self.norm_out(h), inplace=fast and not torch.is_grad_enabled()))

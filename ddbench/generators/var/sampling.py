@@ -134,7 +134,8 @@ class ScaleSampler:
         batch, num_scales = labels.shape[0], len(model.patch_nums)
         null = torch.full_like(labels, model.num_classes)
         cond_BD = model.class_emb(torch.cat((labels, null)))  # (2B, C)
-        modulations = model.block_modulations(cond_BD)  # the same for every scale
+        # fast_cpu: each block's AdaLN parameters once, not once per scale (the same numbers)
+        modulations = model.block_modulations(cond_BD) if self.uses_fast_cpu(labels.device) else None
         side = model.patch_nums[-1]
         f_hat = cond_BD.new_zeros(batch, model.z_channels, side, side)
         tokens = model.first_scale_tokens(cond_BD)  # (2B, first_l, C)
