@@ -2,8 +2,9 @@
 
 - `Linear`: an `nn.Linear` (same parameters, same state dict) that runs on oneDNN's matmul with a
   prepacked weight while a `PackedLinears` cache has installed one, optionally with the tanh GELU
-  fused into it. On this repository's CPU (AVX-512) the prepacked oneDNN matmul ran 1.1-1.6x faster
-  than `F.linear`'s MKL sgemm on the d16 shapes, and the fused GELU saves the FFN's separate pass.
+  fused into it. On this repository's CPU (AMD, AVX-512) the prepacked oneDNN matmul ran 1.1-1.2x
+  faster than `F.linear`'s MKL sgemm on the d16 shapes with hundreds of rows (up to 1.9x with tens),
+  and the fused GELU saves the FFN's separate pass.
   Outside an installed cache (training, CUDA, autocast) it is `F.linear` exactly.
 - `subpixel_upsample_conv`: nearest 2x upsampling followed by a 3x3 convolution, computed as four
   2x2 convolutions on the low-resolution input (one per output pixel phase), 16/36 of the
