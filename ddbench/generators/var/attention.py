@@ -29,6 +29,7 @@ class LastRowKeyBias:
         """(B, H, L_k) logits of the last query row (mask included) -> (B, L_k) bias, or None."""
         raise NotImplementedError
 
+
 MAX_SCALE_MUL = math.log(100.0)
 
 
