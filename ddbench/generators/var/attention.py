@@ -15,7 +15,20 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddbench.generators.var.cpu_kernels import Linear
+
 LogitsFn = Callable[[torch.Tensor], torch.Tensor]  # (B, H, L_q, L_k) -> same shape
+
+
+class LastRowKeyBias:
+    """A logits function that reads only the last query row and adds one bias per (batch row, key) to
+    every query row and head. Given one, attention forms that row's logits alone and runs the fused
+    SDPA with the bias in its mask, instead of the explicit (B, H, L_q, L_k) logits."""
+
+    def key_bias(self, last_row_logits: torch.Tensor) -> Optional[torch.Tensor]:
+        """(B, H, L_k) logits of the last query row (mask included) -> (B, L_k) bias, or None."""
+        raise NotImplementedError
+
 
 MAX_SCALE_MUL = math.log(100.0)
 
@@ -85,17 +98,17 @@ class SelfAttention(nn.Module):
             raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
         self.num_heads, self.head_dim = num_heads, embed_dim // num_heads
         self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
-        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.mat_qkv = Linear(embed_dim, 3 * embed_dim, bias=False)
         self.q_bias = nn.Parameter(torch.zeros(embed_dim))
         self.v_bias = nn.Parameter(torch.zeros(embed_dim))
         self.register_buffer("zero_k_bias", torch.zeros(embed_dim))
-        self.proj = nn.Linear(embed_dim, embed_dim)
+        self.proj = Linear(embed_dim, embed_dim)
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, L, C) -> q, k, v each (B, H, L, c), with q and k normalised and q scaled."""
         batch, length, _ = x.shape
         bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x, self.mat_qkv.weight, bias).view(batch, length, 3, self.num_heads, self.head_dim)
+        qkv = self.mat_qkv.linear(x, bias).view(batch, length, 3, self.num_heads, self.head_dim)
         query, key, value = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         scale = self.scale_mul_1H11.clamp(max=MAX_SCALE_MUL).exp()
         return F.normalize(query, dim=-1) * scale, F.normalize(key, dim=-1), value
@@ -108,13 +121,23 @@ class SelfAttention(nn.Module):
         cache_tokens: how many leading tokens of x are appended to `kv_cache` (default: all); the
             rest (e.g. per-scale class tokens) are attended to in this call but never cached.
         logits_fn: if given, called on the pre-softmax logits (B, H, L, L_k) including attn_bias;
-            its return value is softmaxed instead. Forces the explicit (non-SDPA) path.
+            its return value is softmaxed instead. Forces the explicit (non-SDPA) path, except for a
+            `LastRowKeyBias`, which sees the last row's logits and returns a key bias for SDPA.
         """
         batch, length, channels = x.shape
         query, key, value = self.project_qkv(x)
         if kv_cache is not None:
             key, value = kv_cache.attend_to(key, value, keep=cache_tokens)
         if logits_fn is None:
+            out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_bias, scale=1.0)
+        elif isinstance(logits_fn, LastRowKeyBias):
+            last_row = query[:, :, -1:] @ key.transpose(-2, -1)  # (B, H, 1, L_k)
+            if attn_bias is not None:
+                last_row = last_row + attn_bias[..., -1:, :]
+            bias = logits_fn.key_bias(last_row.squeeze(2))
+            if bias is not None:
+                bias = bias[:, None, None, :].to(query.dtype)  # (B, 1, 1, L_k)
+                attn_bias = bias if attn_bias is None else attn_bias + bias
             out = F.scaled_dot_product_attention(query, key, value, attn_mask=attn_bias, scale=1.0)
         else:
             logits = query @ key.transpose(-2, -1)  # (B, H, L_q, L_k)

@@ -10,13 +10,15 @@ attention logits in chosen blocks, and `on_scale_hidden` to read the hidden stat
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional, Sequence, Union
 
 import torch
 
-from ddbench.core.device import autocast
+from ddbench.core.device import autocast, bf16_autocast_on
 from ddbench.generators.var.attention import LogitsFn
+from ddbench.generators.var.cpu_kernels import PackedLinears, onednn_linear_available
 from ddbench.generators.var.transformer import VARTransformer
 from ddbench.generators.var.vqvae import VQVAE
 
@@ -78,6 +80,10 @@ class SamplingOptions:
     top_p: float = 0.96
     use_kv_cache: bool = True
     amp: bool = True  # bf16 autocast for the transformer and decoder, on CUDA only
+    # CPU float32 only: prepacked oneDNN linears (GELU fused) and a channels-last, sub-pixel decode
+    # (ddbench.generators.var.cpu_kernels); the same tokens and images to float rounding, faster.
+    # False runs the plain PyTorch kernels (the code before it, kept to compare against).
+    fast_cpu: bool = True
 
 
 class ScaleSampler:
@@ -89,6 +95,17 @@ class ScaleSampler:
         self.transformer, self.vqvae, self.options = transformer, vqvae, options
         if tuple(vqvae.patch_nums) != tuple(transformer.patch_nums):
             raise ValueError(f"VQ-VAE scales {vqvae.patch_nums} differ from the transformer's {transformer.patch_nums}")
+        self._packed_linears = PackedLinears()
+
+    def uses_fast_cpu(self, device: torch.device) -> bool:
+        """The `fast_cpu` kernels run on a float32 CPU (not under the bf16 autocast test switch)."""
+        return (self.options.fast_cpu and device.type == "cpu" and onednn_linear_available()
+                and not (self.options.amp and bf16_autocast_on(device)))
+
+    def _kernels(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.uses_fast_cpu(device):
+            return self._packed_linears.installed(self.transformer)
+        return contextlib.nullcontext()
 
     # ----- hooks for subclasses -----
     def scale_inputs(self, scale_index: int, tokens: torch.Tensor) -> tuple[torch.Tensor, Optional[int], Optional[torch.Tensor]]:
@@ -105,14 +122,20 @@ class ScaleSampler:
     @torch.no_grad()
     def sample_indices(self, labels: torch.Tensor, generator: Generators = None) -> list[torch.Tensor]:
         """Per-scale token indices (B, pn*pn) for class labels (B,); `generator` may be one per row."""
-        with autocast(labels.device, self.options.amp):
+        return self._sample(labels, generator)[0]
+
+    def _sample(self, labels: torch.Tensor, generator: Generators) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """(per-scale indices, the float32 f_hat (B, z, side, side) they sum to)."""
+        with autocast(labels.device, self.options.amp), self._kernels(labels.device):
             return self._sample_indices(labels, generator)
 
-    def _sample_indices(self, labels: torch.Tensor, generator: Generators) -> list[torch.Tensor]:
+    def _sample_indices(self, labels: torch.Tensor, generator: Generators) -> tuple[list[torch.Tensor], torch.Tensor]:
         model, quantizer, options = self.transformer, self.vqvae.quantize, self.options
         batch, num_scales = labels.shape[0], len(model.patch_nums)
         null = torch.full_like(labels, model.num_classes)
         cond_BD = model.class_emb(torch.cat((labels, null)))  # (2B, C)
+        # fast_cpu: each block's AdaLN parameters once, not once per scale (the same numbers)
+        modulations = model.block_modulations(cond_BD) if self.uses_fast_cpu(labels.device) else None
         side = model.patch_nums[-1]
         f_hat = cond_BD.new_zeros(batch, model.z_channels, side, side)
         tokens = model.first_scale_tokens(cond_BD)  # (2B, first_l, C)
@@ -124,14 +147,15 @@ class ScaleSampler:
             if options.use_kv_cache:
                 x, cache_tokens, attn_bias = self.scale_inputs(scale_index, tokens)
                 hidden = model.run_blocks(x, cond_BD, attn_bias=attn_bias, kv_caches=caches, cache_tokens=cache_tokens,
-                                          logits_fns=self.logits_fns(scale_index))
+                                          logits_fns=self.logits_fns(scale_index), modulations=modulations)
                 self.on_scale_hidden(scale_index, hidden)
                 hidden = hidden[:, :length]
             else:
                 previous_tokens.append(tokens)
                 end = model.scale_ranges[scale_index][1]
                 prefix = torch.cat(previous_tokens, dim=1)
-                hidden = model.run_blocks(prefix, cond_BD, attn_bias=model.attn_bias_for_masking[:, :, :end, :end])
+                hidden = model.run_blocks(prefix, cond_BD, attn_bias=model.attn_bias_for_masking[:, :, :end, :end],
+                                          modulations=modulations)
                 hidden = hidden[:, end - length:]
             logits = model.logits(hidden, cond_BD).float()  # (2B, l, V)
             t = guidance_weight(options.cfg, scale_index, num_scales)
@@ -144,14 +168,17 @@ class ScaleSampler:
             if scale_index + 1 < num_scales:
                 next_input = quantizer.next_scale_input(f_hat, scale_index + 1)
                 tokens = model.scale_tokens(scale_index + 1, next_input).repeat(2, 1, 1)
-        return indices
+        return indices, f_hat
 
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, generator: Generators = None) -> torch.Tensor:
         """Images (B, 3, H, W) in [0, 1], float32."""
-        indices = self.sample_indices(labels, generator)
-        with autocast(labels.device, self.options.amp):
-            images = self.vqvae.indices_to_image(indices)
+        indices, f_hat = self._sample(labels, generator)
+        if self.uses_fast_cpu(labels.device):  # f_hat is what indices_to_image would sum, in the same order
+            images = self.vqvae.fhat_to_image(f_hat, fast=True)
+        else:
+            with autocast(labels.device, self.options.amp):
+                images = self.vqvae.indices_to_image(indices)
         return images.float().add(1).mul(0.5)
 
 

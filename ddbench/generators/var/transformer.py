@@ -11,20 +11,20 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ddbench.generators.var.attention import KVCache, LogitsFn, SelfAttention
 from ddbench.generators.var.configs import VARConfig
+from ddbench.generators.var.cpu_kernels import Linear
 
 
 class FeedForward(nn.Module):
     def __init__(self, embed_dim: int, hidden_dim: int) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(embed_dim, hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, embed_dim)
+        self.fc1 = Linear(embed_dim, hidden_dim)
+        self.fc2 = Linear(hidden_dim, embed_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+        return self.fc2(self.fc1.linear(x, self.fc1.bias, gelu_tanh=True))
 
 
 class AdaLNBlock(nn.Module):
@@ -40,12 +40,14 @@ class AdaLNBlock(nn.Module):
         self.attn = SelfAttention(embed_dim, num_heads)
         self.ffn = FeedForward(embed_dim, round(embed_dim * mlp_ratio))
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 6 * embed_dim))
+        self.ada_lin = nn.Sequential(nn.SiLU(), Linear(embed_dim, 6 * embed_dim))
 
     def forward(self, x: torch.Tensor, cond_BD: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
                 kv_cache: Optional[KVCache] = None, cache_tokens: Optional[int] = None,
-                logits_fn: Optional[LogitsFn] = None) -> torch.Tensor:
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond_BD).view(-1, 1, 6, self.embed_dim).unbind(2)
+                logits_fn: Optional[LogitsFn] = None, modulation: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """`modulation`: `ada_lin(cond_BD)` (B, 6C) when the caller has it already (sampling reuses it per scale)."""
+        modulation = self.ada_lin(cond_BD) if modulation is None else modulation
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = modulation.view(-1, 1, 6, self.embed_dim).unbind(2)
         attended = self.attn(self.ln_wo_grad(x) * (scale1 + 1) + shift1, attn_bias=attn_bias, kv_cache=kv_cache,
                              cache_tokens=cache_tokens, logits_fn=logits_fn)
         x = x + attended * gamma1
@@ -59,7 +61,7 @@ class AdaLNHead(nn.Module):
         super().__init__()
         self.embed_dim = embed_dim
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
-        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 2 * embed_dim))
+        self.ada_lin = nn.Sequential(nn.SiLU(), Linear(embed_dim, 2 * embed_dim))
 
     def forward(self, x: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.embed_dim).unbind(2)
@@ -97,7 +99,7 @@ class VARTransformer(nn.Module):
             start += side * side
         self.total_tokens, self.first_tokens = start, self.patch_nums[0] ** 2
 
-        self.word_embed = nn.Linear(z_channels, width)
+        self.word_embed = Linear(z_channels, width)
         self.class_emb = nn.Embedding(self.num_classes + 1, width)
         self.pos_start = nn.Parameter(torch.zeros(1, self.first_tokens, width))
         self.pos_1LC = nn.Parameter(torch.zeros(1, self.total_tokens, width))
@@ -108,7 +110,7 @@ class VARTransformer(nn.Module):
         self.register_buffer("lvl_1L", token_scales.view(1, -1))
         self.register_buffer("attn_bias_for_masking", block_causal_bias(token_scales))
         self.head_nm = AdaLNHead(width, config.norm_eps)
-        self.head = nn.Linear(width, vocab_size)
+        self.head = Linear(width, vocab_size)
 
     # ----- initialisation (the release recipe: init_adaln 0.5, init_adaln_gamma 1e-5, head 0.02) -----
     def init_weights(self, generator: Optional[torch.Generator] = None) -> None:
@@ -159,12 +161,19 @@ class VARTransformer(nn.Module):
     # ----- running the blocks -----
     def run_blocks(self, x: torch.Tensor, cond_BD: torch.Tensor, attn_bias: Optional[torch.Tensor] = None,
                    kv_caches: Optional[Sequence[KVCache]] = None, cache_tokens: Optional[int] = None,
-                   logits_fns: Optional[dict[int, LogitsFn]] = None) -> torch.Tensor:
-        """All blocks in order; `logits_fns` maps a block index to a logits function for that block."""
+                   logits_fns: Optional[dict[int, LogitsFn]] = None,
+                   modulations: Optional[Sequence[torch.Tensor]] = None) -> torch.Tensor:
+        """All blocks in order; `logits_fns` maps a block index to a logits function for that block;
+        `modulations` are the blocks' `ada_lin(cond_BD)` from `block_modulations`, if computed once."""
         for index, block in enumerate(self.blocks):
             x = block(x, cond_BD, attn_bias=attn_bias, kv_cache=None if kv_caches is None else kv_caches[index],
-                      cache_tokens=cache_tokens, logits_fn=None if logits_fns is None else logits_fns.get(index))
+                      cache_tokens=cache_tokens, logits_fn=None if logits_fns is None else logits_fns.get(index),
+                      modulation=None if modulations is None else modulations[index])
         return x
+
+    def block_modulations(self, cond_BD: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's AdaLN parameters `ada_lin(cond_BD)` (B, 6C): the same at every scale of a sample."""
+        return [block.ada_lin(cond_BD) for block in self.blocks]
 
     def logits(self, hidden: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
         """(B, l, C) -> (B, l, V) token logits."""

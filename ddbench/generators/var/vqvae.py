@@ -48,8 +48,13 @@ class VQVAE(nn.Module):
         """Per-scale token indices, a list of (B, pn*pn) long tensors, coarse to fine."""
         return self.quantize.features_to_indices(self.encode_features(image))
 
-    def fhat_to_image(self, f_hat: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.post_quant_conv(f_hat)).clamp(-1, 1)
+    def fhat_to_image(self, f_hat: torch.Tensor, fast: bool = False) -> torch.Tensor:
+        """`fast` (inference): channels-last activations, sub-pixel upsampling convs, in-place
+        activations; the same function to float rounding."""
+        if not fast:
+            return self.decoder(self.post_quant_conv(f_hat)).clamp(-1, 1)
+        latent = self.post_quant_conv(f_hat).contiguous(memory_format=torch.channels_last)
+        return self.decoder(latent, fast=True).clamp(-1, 1).contiguous()
 
     @torch.no_grad()
     def indices_to_image(self, indices: Sequence[torch.Tensor]) -> torch.Tensor:

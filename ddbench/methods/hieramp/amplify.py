@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from ddbench.core.errors import ConfigError
+from ddbench.generators.var.attention import LastRowKeyBias
 from ddbench.generators.var.configs import STAGES, stage_of_scale
 
 MODES = ("logit_bias", "post_softmax")
@@ -146,7 +147,9 @@ class ScaleAmplifier:
         self.plan, self.scale_index = plan, scale_index
         self.num_earlier, self.length, self.record = num_earlier, length, record
 
-    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+    def selected_keys(self, logits: torch.Tensor) -> Optional[torch.Tensor]:
+        """Reads (and records) the saliency from the last query row of logits (B, H, Lq, Lk); returns the
+        (B, l) indicator of the keys to amplify, or None when this scale is not amplified."""
         saliency = class_token_saliency(logits, self.num_earlier, self.length)
         amplify = self.plan is not None and self.plan.amplifies(self.scale_index)
         indicator = top_rho_indicator(saliency, self.plan.rhos[self.scale_index]) if amplify else None
@@ -154,6 +157,23 @@ class ScaleAmplifier:
             self.record.maps[self.scale_index] = saliency.detach().clone()
             if indicator is not None:
                 self.record.selected[self.scale_index] = indicator.clone()
-        if not amplify:
+        return indicator
+
+    def __call__(self, logits: torch.Tensor) -> torch.Tensor:
+        indicator = self.selected_keys(logits)
+        if indicator is None:
             return logits
         return amplify_logits(logits, indicator, self.num_earlier, self.plan.betas[self.scale_index], self.plan.mode)
+
+
+class FusedScaleAmplifier(ScaleAmplifier, LastRowKeyBias):
+    """The same amplification as a key bias in the fused attention's mask: attention forms only the
+    class-token row's logits, not the explicit (B, H, Lq, Lk) ones (same tokens, float rounding apart)."""
+
+    def key_bias(self, last_row_logits: torch.Tensor) -> Optional[torch.Tensor]:
+        indicator = self.selected_keys(last_row_logits.unsqueeze(2))
+        if indicator is None:
+            return None
+        batch, keys = last_row_logits.shape[0], last_row_logits.shape[-1]
+        zeros = last_row_logits.new_zeros(batch, 1, 1, keys)
+        return amplify_logits(zeros, indicator, self.num_earlier, self.plan.betas[self.scale_index], self.plan.mode)[:, 0, 0]

@@ -15,7 +15,7 @@ from ddbench.core.errors import ConfigError
 from ddbench.generators.var.attention import LogitsFn
 from ddbench.generators.var.sampling import SamplingOptions, ScaleSampler
 from ddbench.generators.var.vqvae import VQVAE
-from ddbench.methods.hieramp.amplify import AmplificationPlan, SaliencyRecord, ScaleAmplifier
+from ddbench.methods.hieramp.amplify import AmplificationPlan, FusedScaleAmplifier, SaliencyRecord, ScaleAmplifier
 from ddbench.methods.hieramp.masks import sampling_step_bias
 from ddbench.methods.hieramp.model import ClassTokenVAR
 
@@ -55,6 +55,8 @@ class ClassTokenSampler(ScaleSampler):
             return None  # every block on the fast path
         start, end = self.transformer.scale_ranges[scale_index]
         blocks = self.plan.blocks if amplify else self.saliency_blocks[:1]
-        first = ScaleAmplifier(self.plan, scale_index, start, end - start, self.record)
-        rest = ScaleAmplifier(self.plan, scale_index, start, end - start, None)
+        # fast_cpu: the fused attention with the amplification in its mask (only the class row explicit)
+        amplifier = FusedScaleAmplifier if self.uses_fast_cpu(self.transformer.pos_start.device) else ScaleAmplifier
+        first = amplifier(self.plan, scale_index, start, end - start, self.record)
+        rest = amplifier(self.plan, scale_index, start, end - start, None)
         return {block: first if i == 0 else rest for i, block in enumerate(blocks)}

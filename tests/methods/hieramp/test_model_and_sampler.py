@@ -23,8 +23,8 @@ def plan(**overrides) -> AmplificationPlan:
     return AmplificationPlan.resolve(**{**settings, **overrides})
 
 
-def sample(model, vqvae, amplification=None, record=None, seed=0):
-    sampler = ClassTokenSampler(model, vqvae, OPTIONS, amplification, record)
+def sample(model, vqvae, amplification=None, record=None, seed=0, options=OPTIONS):
+    sampler = ClassTokenSampler(model, vqvae, options, amplification, record)
     return sampler.sample_indices(LABELS, torch_generator(seed, "test-sample"))
 
 
@@ -92,7 +92,12 @@ def test_post_softmax_with_beta_one_equals_no_amplification():
     assert any(not torch.equal(a, b) for a, b in zip(sample(model, vqvae, plan(beta=(50.0,), mode="post_softmax")), var_cls))
 
 
-def test_only_the_amplified_block_leaves_the_sdpa_path(monkeypatch):
+@pytest.mark.parametrize("fast_cpu", [False, True], ids=["plain-kernels", "fast-cpu"])
+def test_only_the_amplified_block_leaves_the_sdpa_path(monkeypatch, fast_cpu):
+    """Plain kernels: the amplified block forms the explicit logits. fast_cpu: it stays on SDPA too,
+    with the amplification in the mask (only the class-token row is formed explicitly)."""
+    options = SamplingOptions(cfg=4.0, top_k=20, top_p=0.95, fast_cpu=fast_cpu)
+    fused = ClassTokenSampler(*tiny_class_token(), options).uses_fast_cpu(torch.device("cpu"))
     model, vqvae = tiny_class_token()
     calls = {"sdpa": 0}
     original = F.scaled_dot_product_attention
@@ -103,15 +108,15 @@ def test_only_the_amplified_block_leaves_the_sdpa_path(monkeypatch):
 
     monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
     record = SaliencyRecord()
-    sample(model, vqvae, plan(blocks=(0,)), record)
+    sample(model, vqvae, plan(blocks=(0,)), record, options=options)
     depth, scales = len(model.blocks), len(model.patch_nums)
     # with a saliency record every scale reads block 0 explicitly (amplifying only 1..3); the others stay on SDPA
-    assert calls["sdpa"] == depth * scales - scales
+    assert calls["sdpa"] == depth * scales - (0 if fused else scales)
     assert sorted(record.maps) == [0, 1, 2, 3] and sorted(record.selected) == [1, 2, 3]
     assert record.maps[2].shape == (4, 9) and torch.allclose(record.maps[2].sum(-1), torch.ones(4))
     assert not torch.equal(record.maps[3][0], record.maps[3][2])  # each CFG half has its own saliency
     calls["sdpa"] = 0
-    sample(model, vqvae)
+    sample(model, vqvae, options=options)
     assert calls["sdpa"] == depth * scales
 
 
