@@ -221,6 +221,12 @@ def _accuracy(row: dict[str, Any]) -> float:
     return float(row["metrics"].get("top1_best", row["metrics"].get("top1_final", row["value"])))
 
 
+def _mean_accuracy(rows: list[dict[str, Any]]) -> tuple[float, int]:
+    """(mean `_accuracy` over `rows`, how many): one configuration's seeds pooled; NaN for none."""
+    values = [_accuracy(row) for row in rows]
+    return (sum(values) / len(values), len(values)) if values else (math.nan, 0)
+
+
 def scores_from_store(store, dataset: str, ipc: int, hard_evaluator: str = "hard_label", soft_evaluator: str = "rded",
                       baseline: str = "random", full_hard: dict[str, float] | None = None,
                       weight: float = 0.5) -> list[StoreScores]:
@@ -239,10 +245,6 @@ def scores_from_store(store, dataset: str, ipc: int, hard_evaluator: str = "hard
             known_full[row["teacher"]] = float(info["accuracy"])
             full_source[row["teacher"]] = f"teacher {row['teacher']} ({info.get('source', '')})"
 
-    def pooled(selected: list[dict[str, Any]]) -> tuple[float, int]:
-        values = [_accuracy(row) for row in selected]
-        return (sum(values) / len(values), len(values)) if values else (math.nan, 0)
-
     out = []
     configurations = dict.fromkeys((row["configuration"], row["student"]) for row in rows if row["method"] != baseline)
     for configuration, student in configurations:
@@ -257,7 +259,7 @@ def scores_from_store(store, dataset: str, ipc: int, hard_evaluator: str = "hard
                             and row["dataset_fingerprint"] == soft[0]["dataset_fingerprint"]]
         if not random_soft_rows:
             continue
-        (syn_hard, n_hard), (syn_soft, n_soft), (random_soft, n_random) = pooled(hard), pooled(soft), pooled(random_soft_rows)
+        (syn_hard, n_hard), (syn_soft, n_soft), (random_soft, n_random) = _mean_accuracy(hard), _mean_accuracy(soft), _mean_accuracy(random_soft_rows)
         accuracies = (known_full[student], syn_hard, syn_soft, random_soft)
         out.append(StoreScores(mine[0]["label"], configuration, student, *accuracies,
                                n={"syn_hard": n_hard, "syn_soft": n_soft, "random_soft": n_random},
@@ -316,7 +318,7 @@ def augmentation_scores_from_store(store, dataset: str, ipc: int, evaluator: str
         groups = (by_augment[True], baseline_rows[True], by_augment[False], baseline_rows[False])
         if not all(groups):
             continue
-        accuracies = tuple(sum(_accuracy(row) for row in group) / len(group) for group in groups)
+        accuracies = tuple(_mean_accuracy(group)[0] for group in groups)
         first = by_augment[True][0]
         out.append(StoreAugmentationScores(
             first["label"], configuration, first["student"], evaluator, *accuracies,

@@ -112,7 +112,9 @@ class StudentTrainingEvaluator(Evaluator, abc.ABC):
             raise DistilledSetError(
                 f"{distilled.root}: {len(distilled.class_names)} classes, but {dataset.name} has {dataset.num_classes}"
             )
-        recipe = self.recipe(distilled, task) if config.augment else without_augmentation(self.recipe(distilled, task))
+        recipe = self.recipe(distilled, task)
+        if not config.augment:
+            recipe = without_augmentation(recipe)
         objective = self.objective(task)  # before the heavy loading: a missing teacher fails fast
         resolution = dataset.resolution
         train_set = load_tensor_set(distilled.dataset(), square_resize(resolution), f"distilled set {distilled.root}")
