@@ -85,3 +85,19 @@ def tiny_image_set(count: int = 18):
 
     rng = np.random.default_rng(0)
     return ArrayImageDataset(rng.integers(0, 256, (count, 8, 8, 3), dtype=np.uint8), [i % 3 for i in range(count)])
+
+
+def offline_error_lines(cli, tmp_path, methods, ipc: int, marker: str = "HF_HUB_OFFLINE") -> dict[str, list[str]]:
+    """Each method's output lines naming `marker` when it runs on a tiny woof tree with HF_HUB_OFFLINE
+    set (the caller sets it) and no DiT weights in the cache; every run must fail."""
+    from ddbench.datasets.imagenet import ImageWoof
+    from tests.datasets.tiny_trees import make_wnid_tree
+
+    root = make_wnid_tree(tmp_path / "imagewoof2", ImageWoof.wnids, train=2, val=1, size=(12, 10))
+    lines = {}
+    for method in methods:
+        result = cli("run", "--method", method, "--dataset", "woof", "--ipc", str(ipc), "--data-root", str(root),
+                     "--evaluator", "hard_label", "--device", "cpu")
+        assert result.exit_code != 0, method
+        lines[method] = [line for line in result.output.splitlines() if marker in line]
+    return lines

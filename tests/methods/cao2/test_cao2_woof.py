@@ -14,7 +14,7 @@ import torch
 from ddbench.datasets.imagenet import ImageWoof
 from ddbench.generators.dit.config import DiTConfig
 from tests.datasets.tiny_trees import make_wnid_tree
-from tests.generators.dit.helpers import tiny_model
+from tests.generators.dit.helpers import offline_error_lines, tiny_model
 from tests.generators.hub_server import running_hub
 from tests.methods.cao2 import tiny as T
 from tests.methods.hieramp.test_imagenet_family import _bytes, _manifest  # the same served-release helpers
@@ -84,13 +84,7 @@ def test_woof_resolves_the_weights_maps_classes_and_records_the_scorer(released,
 
 def test_without_weights_offline_the_same_one_line_error_as_dit(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    root = make_wnid_tree(tmp_path / "imagewoof2", ImageWoof.wnids, train=2, val=1, size=(12, 10))
-    lines = {}
-    for method in ("dit", "cao2"):
-        result = cli("run", "--method", method, "--dataset", "woof", "--ipc", "1", "--data-root", str(root),
-                     "--evaluator", "hard_label", "--device", "cpu")
-        assert result.exit_code != 0
-        lines[method] = [line for line in result.output.splitlines() if "HF_HUB_OFFLINE" in line]
+    lines = offline_error_lines(cli, tmp_path, ("dit", "cao2"), ipc=1)
     assert len(lines["cao2"]) == 1 and lines["cao2"] == lines["dit"]
     assert "dit_xl_2_256 is not in the cache" in lines["cao2"][0]
 

@@ -20,6 +20,7 @@ from ddbench.generators.dit import config as dit_config
 from ddbench.generators.dit.loading import load_dit
 from ddbench.generators.weights import WeightFile
 from tests.datasets.tiny_trees import make_wnid_tree
+from tests.generators.dit.helpers import offline_error_lines
 from tests.generators.hub_server import running_hub
 from tests.methods.d3hr import helpers as H
 
@@ -75,12 +76,6 @@ def test_woof_run_resolves_the_release_and_maps_classes(released, cli, tmp_path)
 
 def test_offline_without_weights_stops_with_the_same_line_as_dit(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    root = make_wnid_tree(tmp_path / "imagewoof2", ImageWoof.wnids, train=2, val=1, size=(12, 10))
-    lines = {}
-    for method in ("dit", "d3hr"):
-        result = cli("run", "--method", method, "--dataset", "woof", "--ipc", "2", "--data-root", str(root),
-                     "--evaluator", "hard_label", "--device", "cpu")
-        assert result.exit_code != 0
-        lines[method] = [line for line in result.output.splitlines() if "HF_HUB_OFFLINE=1" in line]
+    lines = offline_error_lines(cli, tmp_path, ("dit", "d3hr"), ipc=2, marker="HF_HUB_OFFLINE=1")
     assert len(lines["d3hr"]) == 1 and "dit_xl_2_256 is not in the cache" in lines["d3hr"][0]
     assert lines["d3hr"] == lines["dit"]
