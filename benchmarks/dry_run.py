@@ -46,7 +46,10 @@ EVAL_IMAGES = {"train": 20, "val": 20}
 FINETUNE_STEPS, FINETUNE_BATCH = 2, 2
 DIT_STEPS = 2
 CAO2 = {"candidates_factor": 1, "refine_steps": 1, "refine_t_divisor": 1}  # t in 1..steps-1
-D3HR = {"ipc": 2, "images_per_class": 2, "groups": 100, "groups_per_batch": 100, "start_step": 48}
+#: d3hr: IPC 1 is refused and its 50-step grid is fixed; the inversion runs up to the statistics' row
+#: (`stats_row` 0: t = 480, 24 guided steps; the default row 6 needs 30), generation from step 48 (2 steps)
+D3HR = {"ipc": 2, "images_per_class": 2, "groups": 100, "groups_per_batch": 100, "start_step": 48, "stats_row": 0}
+D3HR_INVERSION_STEPS = 24 + D3HR["stats_row"]  # methods.d3hr.ddim: KEPT_STEPS[stats_row] steps from t = 20
 
 
 # ----- stage 1: random weights in the official layouts (run in a child process) -----
@@ -170,8 +173,8 @@ def full_size_projection(units: dict[str, float]) -> list[tuple[str, float]]:
          train * (u["sd_vae_encode_256"] + 8 * 3 * u["dit_xl2_forward"])),
         ("cao2 IPC 10 (40 candidates/class, 100 refinement steps)",
          4 * ipc * classes * (dit_image + u["resnet18_forward_224"]) + ipc * classes * 100 * 3 * u["dit_xl2_forward"]),
-        ("d3hr IPC 10 (every train image inverted)",
-         train * (u["sd_vae_encode_256"] + 37 * 2 * u["dit_xl2_forward"])
+        ("d3hr IPC 10 (every train image inverted to the default statistics row: 30 steps)",
+         train * (u["sd_vae_encode_256"] + 30 * 2 * u["dit_xl2_forward"])
          + ipc * classes * (32 * 2 * u["dit_xl2_forward"] + u["sd_vae_decode_256"])),
         ("rded evaluation, one ResNet-18 student, IPC 10, 300 epochs", rded),
     ]
@@ -277,12 +280,13 @@ def plan(out: Path, woof: Path, units: dict[str, float]) -> list[dict]:
                                  + ["--set", f"dit_ckpt={weights / 'DiT-XL-2-256x256.pt'}", "--set", f"vae={weights / 'sd-vae'}"]
                                  + [x for k, v in D3HR.items() if k != "ipc" for x in ("--set", f"{k}={v}")],
         "weak_teacher": True,
-        "what": f"IPC {D3HR['ipc']} (1 is refused), {D3HR['images_per_class']} images/class inverted over the fixed "
-                f"50-step grid (37 steps x cfg), generation from step {D3HR['start_step']}; student resnet18 1 epoch",
-        "flops": d3hr_images * (u["sd_vae_encode_256"] + 37 * 2 * u["dit_xl2_forward"])
+        "what": f"IPC {D3HR['ipc']} (1 is refused), {D3HR['images_per_class']} images/class inverted on the fixed "
+                f"50-step grid up to the statistics' row {D3HR['stats_row']} ({D3HR_INVERSION_STEPS} steps x cfg), "
+                f"generation from step {D3HR['start_step']}; student resnet18 1 epoch",
+        "flops": d3hr_images * (u["sd_vae_encode_256"] + D3HR_INVERSION_STEPS * 2 * u["dit_xl2_forward"])
                  + classes * D3HR["ipc"] * ((50 - D3HR["start_step"]) * 2 * u["dit_xl2_forward"] + u["sd_vae_decode_256"])
                  + student_flops(u, ["resnet18"], classes * D3HR["ipc"], val_eval),
-        "flops_how": "encode + 37 inversion steps x 2 forwards per image, generation steps, decodes, student"})
+        "flops_how": "encode + inversion steps x 2 forwards per image, generation steps, decodes, student"})
     return stages
 
 

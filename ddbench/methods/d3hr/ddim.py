@@ -58,15 +58,20 @@ def guided_eps(model: DiT, x: torch.Tensor, t: int, labels: torch.Tensor, cfg: f
 
 @torch.no_grad()
 def invert(model: DiT, latents: torch.Tensor, labels: torch.Tensor, *, cfg: float = 4.0,
-           cfg_channels: Optional[int] = None, at_target: bool = True) -> torch.Tensor:
+           cfg_channels: Optional[int] = None, at_target: bool = True,
+           last_row: Optional[int] = None) -> torch.Tensor:
     """(15, B, C, H, W): the inverted latents at the kept steps (t = 480 .. 760) of clean `latents` (B, C, H, W).
 
     Step i maps the latent at t - 20 to t: x <- (x - sqrt(1 - a0) eps) sqrt(a1) / sqrt(a0) + sqrt(1 - a1) eps,
     a0 = abar[t - 20], a1 = abar[t], eps evaluated at t (`at_target`, the release) or at t - 20.
+    `last_row`: stop once that kept row is reached and return rows 0 .. last_row only. Each step reads
+    only the one before it, so those rows are the same numbers; the release inverts up to t = 760
+    although its statistics use one row (row 6, t = 600: 30 of its 38 steps).
     """
     abar = alphas_cumprod().to(latents.device)
+    steps = INVERSION_STEPS if last_row is None else range(INVERSION_STEPS.start, KEPT_STEPS[last_row] + 1)
     x, kept = latents.float(), []
-    for i in INVERSION_STEPS:
+    for i in steps:
         t = STRIDE * i
         current = max(0, t - STRIDE)
         eps = guided_eps(model, x, t if at_target else current, labels, cfg, cfg_channels)

@@ -129,7 +129,8 @@ class D3HR(DiTSamplingMethod):
         return None if self.config.cfg_all_channels else 3
 
     def class_trajectories(self, task: DistillTask, class_index: int) -> torch.Tensor:
-        """(images, rows, D) inverted latents at the kept rows of every training image of the class."""
+        """(images, rows, D) inverted latents at the kept rows 0 .. `stats_row` of every training image of the
+        class (the rows after the statistics' row are never used, so they are not computed)."""
         config, model = self.config, self.model
         side = model.config.input_size * self.codec.downsample
         members, flats = self._by_class[class_index][:config.images_per_class or None], []
@@ -140,7 +141,7 @@ class D3HR(DiTSamplingMethod):
             latents = encode(self.codec, pixels, generators)
             labels = torch.full((len(chunk),), self.class_map[class_index], dtype=torch.long, device=task.device)
             rows = ddim.invert(model, latents, labels, cfg=config.cfg, cfg_channels=self._cfg_channels(),
-                               at_target=config.invert_at_target)
+                               at_target=config.invert_at_target, last_row=config.stats_row)
             flats.append(rows.permute(1, 0, 2, 3, 4).flatten(2).cpu())
         return torch.cat(flats)
 

@@ -66,6 +66,20 @@ def test_inversion_trajectory_at_the_kept_rows(models):
     close(rows, "inverted")
 
 
+def test_inversion_stops_at_the_statistics_row_with_the_same_numbers(models):
+    """The method inverts only up to the row its statistics read (row 6: t = 600, 30 guided steps,
+    not the release's 38); those rows are the release's numbers."""
+    model, _ = models
+    calls = []
+    hook = model.register_forward_pre_hook(lambda module, args: calls.append(1))
+    try:
+        rows = ddim.invert(model, expected("encoded").float(), labels(H.IMAGES), last_row=6)
+    finally:
+        hook.remove()
+    assert rows.shape == (7, H.IMAGES, 4, 4, 4) and len(calls) == 30
+    torch.testing.assert_close(rows.double(), expected("inverted")[:7], atol=1e-5, rtol=1e-4)
+
+
 def test_class_statistics():
     trajectories = expected("inverted").float().permute(1, 0, 2, 3, 4).flatten(2)
     mean, variance = class_statistics(trajectories)
