@@ -9,7 +9,8 @@
   number of DIMENSIONS: one skewness per member, summed over dimensions ("per_member"). "per_dimension"
   is the textbook reading: one sample skewness per dimension over the members (n = ipc).
 - The lowest score wins; ties go to the first candidate (torch.min's first index within a batch, a
-  strict < across batches).
+  strict < across batches). A candidate whose score is NaN never wins (upstream's torch.min would
+  return the NaN and lose the whole batch).
 """
 
 from __future__ import annotations
@@ -66,7 +67,10 @@ def choose_group(batches: Iterable[torch.Tensor], mean: torch.Tensor, std: torch
     """(the best group (ipc, D), its score, its index over all candidates) of candidate batches (G, ipc, D)."""
     best, best_score, best_index, seen = None, float("inf"), -1, 0
     for groups in batches:
-        score, index = torch.min(group_scores(groups, mean, std, skew), dim=0)
+        # a group with two equal members in some dimension (a tiny class std there) scores NaN (its
+        # skewness divides by a zero std); it cannot win, and must not hide the rest of its batch
+        scores = group_scores(groups, mean, std, skew).nan_to_num(nan=float("inf"))
+        score, index = torch.min(scores, dim=0)
         if score.item() < best_score:
             best, best_score, best_index = groups[index].clone(), score.item(), seen + int(index)
         seen += groups.shape[0]

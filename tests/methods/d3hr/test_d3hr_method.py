@@ -40,6 +40,21 @@ def test_ties_go_to_the_first_candidate_within_and_across_batches():
     assert index == 1 and score == pytest.approx(group_scores(group, mean, std).item())
 
 
+def test_a_degenerate_candidate_cannot_hide_the_rest_of_its_batch():
+    """Found by the full-size dry run: a class std of ~3e-5 on latents of ~5 made two members of one
+    candidate equal in a dimension (float32), its skewness 0/0, and torch.min of the batch NaN."""
+    mean, std = torch.zeros(6), torch.ones(6)
+    good = torch.randn(2, 3, 6, generator=torch.Generator().manual_seed(0))
+    degenerate = good[:1].clone()
+    degenerate[0, 1, 2] = degenerate[0, 0, 2] = degenerate[0, 2, 2] = 0.5  # zero std in dimension 2
+    assert torch.isnan(group_scores(degenerate, mean, std)).all()
+    chosen, score, index = choose_group([torch.cat([degenerate, good])], mean, std)
+    expected = group_scores(good, mean, std)
+    assert index == 1 + int(expected.argmin()) and score == pytest.approx(expected.min().item())
+    with pytest.raises(ValueError, match="no candidate group has a finite score"):
+        choose_group([degenerate], mean, std)
+
+
 def test_score_terms_and_the_upstream_skewness():
     groups = torch.randn(5, 4, 7, generator=torch.Generator().manual_seed(1))
     mean, std = torch.randn(7, generator=torch.Generator().manual_seed(2)), torch.rand(7) + 0.5
