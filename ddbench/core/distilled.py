@@ -39,6 +39,15 @@ def _write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(payload, indent=2, sort_keys=True, allow_nan=False))
 
 
+def wrote_no_class(root: Path, manifest: dict[str, Any]) -> bool:
+    """Whether the set of `root` (with this manifest) is unfinished and never wrote a class: its run
+    stopped before the first one, so replacing it loses nothing."""
+    if manifest.get("complete") or manifest.get("files"):
+        return False
+    images = root / "images"
+    return not images.is_dir() or not any(images.iterdir())
+
+
 def read_manifest(root: Path) -> dict[str, Any]:
     """The manifest of `root`, checked for the shape ddbench relies on; anything else is one
     DistilledSetError naming the file."""
@@ -168,9 +177,7 @@ class DistilledSetWriter:
         e.g. on a config its method refused in prepare): nothing would be lost, so this run starts afresh
         instead of refusing the corrected command."""
         manifest = read_manifest(self.root)
-        if (manifest.get("identity") or {}).get("key") == self.identity.key or manifest.get("complete") or manifest.get("files"):
-            return False
-        return not self.images_dir.is_dir() or not any(self.images_dir.iterdir())
+        return (manifest.get("identity") or {}).get("key") != self.identity.key and wrote_no_class(self.root, manifest)
 
     def _locked(self):
         """The lock every writer of this folder takes before changing the manifest or a class folder."""

@@ -24,7 +24,7 @@ import torch
 from ddbench.core import distributed, paths, registry
 from ddbench.core.config import config_to_dict, identity_config
 from ddbench.core.device import resolve_device
-from ddbench.core.distilled import MANIFEST_NAME, DistilledSet, DistilledSetWriter, read_manifest
+from ddbench.core.distilled import MANIFEST_NAME, DistilledSet, DistilledSetWriter, read_manifest, wrote_no_class
 from ddbench.core.errors import ConfigError
 from ddbench.core.hashing import stable_hash
 from ddbench.core.files import disk_errors
@@ -218,6 +218,8 @@ def settle_code_change(out_dir: Path, identity: RunIdentity, policy: str, progre
     stored = RunIdentity.from_dict(manifest["identity"]) if manifest.get("identity") else None
     if stored is None or stored.folder_key != identity.folder_key or stored.source == identity.source:
         return identity  # not ours (the writer refuses it), or made by this very code
+    if wrote_no_class(out_dir, manifest):
+        return identity  # stopped before its first class: nothing to keep, the writer starts afresh
     made = "a complete set" if manifest.get("complete") else "an unfinished set"
     what = (f"{out_dir} holds {made} made by other {identity.method} source (method version {stored.code.get('version')!r}, "
             f"source {stored.source or 'unknown'}; now version {identity.code.get('version')!r}, source {identity.source})")

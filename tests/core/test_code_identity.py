@@ -143,6 +143,19 @@ def test_an_edited_method_is_never_reused_silently_and_redistill_makes_a_new_con
     assert rerun.returncode == 0 and "reusing the complete distilled set" in one_line(rerun.stderr)
 
 
+def test_a_set_that_stopped_before_its_first_class_gives_way_to_the_fixed_code(plugin):
+    """Found by the full-size dry run: a method that failed in its first class left a manifest and no
+    class; after the fix the same command stopped on 'made by other source' although nothing was lost."""
+    ddbench_cli, edit = plugin
+    edit("code_toy_method", "start = self.config.offset  # SELECTION", "raise RuntimeError('broken')  # SELECTION")
+    failed = ddbench_cli(*RUN)
+    assert failed.returncode != 0 and "broken" in failed.stderr
+    edit("code_toy_method", "raise RuntimeError('broken')  # SELECTION", "start = self.config.offset  # SELECTION")
+    fixed = ddbench_cli(*RUN)
+    assert fixed.returncode == 0, fixed.stderr
+    assert "moved to" not in one_line(fixed.stderr) and len(board(ddbench_cli)) == 1
+
+
 def test_keep_set_evaluates_the_old_set_under_its_old_configuration(plugin):
     ddbench_cli, edit = plugin
     assert ddbench_cli(*RUN).returncode == 0
