@@ -213,6 +213,16 @@ class DistilledSetWriter:
             self.manifest.setdefault("written_by", {})[self.class_names[class_index]] = rank
             _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
 
+    def add_extra(self, values: dict[str, Any]) -> None:
+        """Record in the manifest's `extra` what a method learns only once its weights are loaded (a given
+        checkpoint's class map); rank 0 writes, as for classes."""
+        if not distributed.is_main():
+            return
+        with self._locked():
+            self._reload()
+            self.manifest.setdefault("extra", {}).update(values)
+            _write_json_atomic(self.root / MANIFEST_NAME, self.manifest)
+
     def _collect_other_ranks(self, block: bool) -> None:
         """Record the classes the other ranks finished (rank 0); blocking: all of them, one by one."""
         for rank, share in enumerate(self._shares[1:], start=1):

@@ -64,7 +64,7 @@ class DiTSamplingMethod(Method):
     def manifest_extra(self, task: DistillTask) -> dict[str, Any]:
         extra = {"generator": "dit", "sampling_seed": f"per image: (seed, {SAMPLE_PURPOSE!r}, class, image)"}
         source = self.source(task.dataset)
-        if source is not None:  # known before loading; a given checkpoint's classes are known after
+        if source is not None:  # known before loading; a given checkpoint's are recorded by `prepare`
             class_map = generator_class_map(task.dataset, source.num_classes, source.label_space,
                                             generator=f"{self.name}'s generator ({source.description})")
             extra["generator_classes"] = class_map.record(task.dataset.class_names)
@@ -104,6 +104,8 @@ class DiTSamplingMethod(Method):
         source = self.source(task.dataset)
         self.class_map = generator_class_map(task.dataset, self.model.num_classes, source.label_space if source else None,
                                              generator=f"{self.name}'s generator")
+        if source is None:
+            task.writer.add_extra({"generator_classes": self.class_map.record(task.dataset.class_names)})
         self.sampler = DiTSampler(self.model, SamplingOptions(steps=self.config.steps, cfg=self.config.cfg))
         task.progress.log(f"{self.name}: generator weights: {self.weights_info.get('weights')}")
 

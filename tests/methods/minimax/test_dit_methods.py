@@ -51,6 +51,15 @@ def test_batch_size_never_changes_which_image_a_seed_gives(tmp_path, checkpoint)
     assert method.class_map.labels == (0, 1, 2, 3) and method.class_map.label_space == "dataset"
 
 
+def test_a_given_checkpoint_records_its_class_map_in_the_manifest(tmp_path, checkpoint):
+    from ddbench.core.distilled import read_manifest
+
+    images_of(PlainDiT, base(checkpoint), tmp_path / "given", ipc=1)
+    classes = read_manifest(tmp_path / "given")["extra"]["generator_classes"]
+    assert classes["label_space"] == "dataset"
+    assert classes["classes"] == {name: index for index, name in enumerate(ColourSquares().class_names)}
+
+
 def test_hieramp_dit_with_alpha_zero_is_exactly_dit(tmp_path, checkpoint):
     plain, _ = images_of(PlainDiT, base(checkpoint), tmp_path / "dit")
     zero, _ = images_of(HierAmpDiT, {**base(checkpoint), "alpha": "0"}, tmp_path / "zero")
