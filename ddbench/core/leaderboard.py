@@ -172,7 +172,21 @@ def build_tables(
         for (row_key, student), cell in cells[table_key].items():
             table.cells[(names[row_key], student)] = cell
         table.row_identities = {names[key]: identity for key, identity in row_keys[table_key].items()}
+    if grid:
+        _name_configurations_apart(tables)
     return [tables[key] for key in sorted(tables, key=lambda k: tuple(str(part) for part in k))]
+
+
+def _name_configurations_apart(tables: dict[tuple, Table]) -> None:
+    """Grid tables (one configuration each) whose labels read alike, e.g. rded distilled with two teachers,
+    get the configuration's short hash in their title."""
+    by_name: dict[tuple, list[tuple]] = defaultdict(list)
+    for key, table in tables.items():
+        by_name[key[:-1] + (table.method,)].append(key)
+    for keys in by_name.values():
+        if len(keys) > 1:
+            for key in keys:
+                tables[key].method = f"{tables[key].method} #{key[-1][:6]}"
 
 
 def _unique_names(identities: dict[tuple, RowIdentity]) -> dict[tuple, str]:

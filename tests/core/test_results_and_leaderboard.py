@@ -112,6 +112,18 @@ def test_grid_puts_teachers_against_students(tmp_path):
     assert table.columns == ["efficientnet_b0", "resnet18"] and "· hieramp" in table.title
 
 
+def test_grid_tables_of_configurations_with_one_label_are_told_apart(tmp_path):
+    """rded distilled with two teachers: two configurations labelled "rded", one grid table each."""
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        store.add(make_row("rded", "resnet18", 0, 10.0, teacher="resnet18", configuration="aaaaaa11"))
+        store.add(make_row("rded", "resnet18", 0, 20.0, teacher="mobilenet_v2", configuration="bbbbbb22"))
+        store.add(make_row("hieramp", "resnet18", 0, 30.0, teacher="resnet18"))
+        tables = build_tables(store, grid=True)
+    assert sorted(table.method for table in tables) == ["hieramp", "rded #aaaaaa", "rded #bbbbbb"]
+    assert len({table.title for table in tables}) == 3
+    assert {r["label"] for r in json.loads(to_json(tables))} == {"hieramp", "rded #aaaaaa", "rded #bbbbbb"}
+
+
 def test_cli_table_shows_teacher_names_literally(tmp_path, cli):
     with ResultsStore(tmp_path / "r.sqlite") as store:
         store.add(make_row("random", "resnet18", 0, 50.0, teacher="resnet18"))
