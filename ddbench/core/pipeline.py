@@ -449,6 +449,10 @@ def run(request: RunRequest, teacher_provider: TeacherProvider | None = None, pr
     with _results_store(request.results_path) as store:
         teachers = TeacherCache(teacher_provider, device, progress)
         teacher = teachers.get(dataset, request.teachers[0], f"method {method.name}") if method.needs_teacher else None
+        if teacher is not None and len(request.teachers) > 1:
+            progress.log(f"{method.name} distils with the first teacher ({request.teachers[0]}); the others only "
+                         "relabel its set. For a set per teacher (RDED's code, the HIERAMP paper's Table 2), "
+                         "run once per --teachers")
         identity = build_identity(method, dataset, request.ipc, request.distill_seed, teacher)
         out_dir = Path(request.out_dir) if request.out_dir else paths.runs_dir() / identity.run_id
         started = time.perf_counter()

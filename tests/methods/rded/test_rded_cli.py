@@ -17,10 +17,11 @@ def test_rded_on_digits_end_to_end(cli, tmp_path):
     checkpoint = save_model(teacher.model, tmp_path / "convnet3.pt")
     out = tmp_path / "run"
     result = cli("run", "--method", "rded", "--dataset", "digits", "--ipc", "10", "--evaluator", "hard_label",
-                 "--set", "epochs=1", "--set", "method.mipc=40", "--teachers", "convnet3",
+                 "--set", "epochs=1", "--set", "method.mipc=40", "--teachers", "convnet3,resnet18",
                  "--teacher-ckpt", f"convnet3={checkpoint}", "--device", "cpu", "--out", str(out))
     assert result.exit_code == 0, result.output
     assert "top1_final" in result.output
+    assert "distils with the first teacher (convnet3)" in " ".join(result.output.split())  # hard_label loads no teacher
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "rded" and manifest["complete"] and len(manifest["files"]) == 100
     assert manifest["extra"]["shuffle_patch_factor"] == 1  # 16 px
