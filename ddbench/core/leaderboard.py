@@ -18,7 +18,7 @@ import json
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ddbench.core.results import ResultsStore
 
@@ -168,7 +168,8 @@ def build_tables(
         ))
         cells[table_key][(row_key, row["student"])].add(row)
     for table_key, table in tables.items():
-        names = _unique_names(row_keys[table_key])
+        names = _unique_names({key: identity.label for key, identity in row_keys[table_key].items()},
+                              lambda key: "-".join(part[:6] for part in key if part))
         for (row_key, student), cell in cells[table_key].items():
             table.cells[(names[row_key], student)] = cell
         table.row_identities = {names[key]: identity for key, identity in row_keys[table_key].items()}
@@ -180,25 +181,20 @@ def build_tables(
 def _name_configurations_apart(tables: dict[tuple, Table]) -> None:
     """Grid tables (one configuration each) whose labels read alike, e.g. rded distilled with two teachers,
     get the configuration's short hash in their title."""
-    by_name: dict[tuple, list[tuple]] = defaultdict(list)
+    by_title: dict[tuple, dict[tuple, str]] = defaultdict(dict)
     for key, table in tables.items():
-        by_name[key[:-1] + (table.method,)].append(key)
-    for keys in by_name.values():
-        if len(keys) > 1:
-            for key in keys:
-                tables[key].method = f"{tables[key].method} #{key[-1][:6]}"
+        by_title[key[:-1]][key] = table.method
+    for labels in by_title.values():
+        for key, name in _unique_names(labels, lambda key: key[-1][:6]).items():
+            tables[key].method = name
 
 
-def _unique_names(identities: dict[tuple, RowIdentity]) -> dict[tuple, str]:
-    """Readable row names; where two row keys read alike, each gets a short hash of its key."""
+def _unique_names(labels: dict[tuple, str], tag: Callable[[tuple], str]) -> dict[tuple, str]:
+    """Readable names; where two keys read alike, each gets `tag(key)`, a short hash of what tells them apart."""
     by_name: dict[str, list[tuple]] = defaultdict(list)
-    for key, identity in identities.items():
-        by_name[identity.label].append(key)
-    names = {}
-    for label, keys in by_name.items():
-        for key in keys:
-            names[key] = label if len(keys) == 1 else f"{label} #{'-'.join(part[:6] for part in key if part)}"
-    return names
+    for key, label in labels.items():
+        by_name[label].append(key)
+    return {key: label if len(keys) == 1 else f"{label} #{tag(key)}" for label, keys in by_name.items() for key in keys}
 
 
 def render_megabytes(megabytes: float | None) -> str:
