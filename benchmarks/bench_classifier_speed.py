@@ -1,7 +1,9 @@
 """The classifiers' execution settings (`core.device.Execution`) against the previous ones, in one run.
 
-Previous: NCHW on the CPU, validation batches of 256, the optimisers' per-tensor step. Current:
-channels_last on the CPU, validation batches of 64 on the CPU, the multi-tensor (foreach) step.
+Previous: NCHW on the CPU, validation batches of 256, the optimisers' per-tensor step, the teacher
+and the validated student run as they are. Current: channels_last on the CPU, validation batches of
+64 on the CPU, the multi-tensor (foreach) step, the teacher and the validated student frozen for
+inference (`models.inference`: BatchNorm folded, prepacked oneDNN convolutions, fused activations).
 Rounds interleave the two, so load hits both alike; each keeps its fastest round.
 
 1. The rded evaluator at CIFAR-10 size: 32 px, IPC 10 (100 images, 2 steps of 50 per epoch), a
@@ -38,7 +40,8 @@ from ddbench.training.optim import build_optimizer
 from tests.evaluators.synthetic import write_distilled
 
 ROUNDS = int(os.environ.get("DDBENCH_BENCH_ROUNDS", "3"))
-PREVIOUS = {"channels_last_on_cpu": False, "cpu_validation_batch": 256, "foreach_optimizer": False}
+PREVIOUS = {"channels_last_on_cpu": False, "cpu_validation_batch": 256, "foreach_optimizer": False,
+            "frozen_cpu_inference": False}
 CURRENT: dict = {}
 SETTINGS = {"previous": PREVIOUS, "current": CURRENT}
 #: RDED's protocol: 300 epochs, validations at 249, 259, ..., 299 on CIFAR-10's 10,000 test images

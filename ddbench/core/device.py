@@ -63,12 +63,17 @@ class Execution:
       Per-image results do not depend on it.
     - `foreach_optimizer`: the optimisers' multi-tensor step on the CPU too (PyTorch takes it on
       CUDA only); bit for bit the same update.
-    `benchmarks/bench_classifier_speed.py` times the previous settings, `Execution(False, 256, False)`,
-    against these in one process (`execution_settings`)."""
+    - `frozen_cpu_inference`: a float32 CPU model whose weights stay put while it runs (the teacher
+      labelling batches, a student being validated) runs as `models.inference.frozen_for_inference`
+      makes it: BatchNorm folded into the convolutions, prepacked oneDNN weights, activations and
+      residual adds fused; logits move by about 1e-6 relative.
+    `benchmarks/bench_classifier_speed.py` times the previous settings, `Execution(False, 256, False,
+    False)`, against these in one process (`execution_settings`)."""
 
     channels_last_on_cpu: bool = True
     cpu_validation_batch: int = 64
     foreach_optimizer: bool = True
+    frozen_cpu_inference: bool = True
 
 
 _EXECUTION = [Execution()]
@@ -97,3 +102,9 @@ def uses_channels_last(device: torch.device) -> bool:
 def validation_batch_size(device: torch.device) -> int:
     """Images per validation forward on `device` (`Execution.cpu_validation_batch` on the CPU)."""
     return execution().cpu_validation_batch if device.type == "cpu" else 256
+
+
+def uses_frozen_inference(device: torch.device) -> bool:
+    """Whether a classifier whose weights stay put runs frozen on `device` (float32 CPU only:
+    not under the bf16 test switch)."""
+    return device.type == "cpu" and execution().frozen_cpu_inference and not bf16_autocast_on(device)

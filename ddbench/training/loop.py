@@ -26,6 +26,7 @@ from ddbench.core import distributed
 from ddbench.core.device import autocast, uses_channels_last, validation_batch_size
 from ddbench.core.progress import NullProgress, Progress
 from ddbench.training.amp import Precision
+from ddbench.models.inference import inference_model
 from ddbench.training.augment import CutMix, MixedBatch, normalize
 from ddbench.training.checkpoint import ResumePoint
 from ddbench.training.data import ImageSet, TensorImageSet
@@ -95,10 +96,12 @@ def evaluate_top1(
     rank, world = distributed.data_parallel_world()
     first, last = share_bounds(len(val_set), rank, world)
     correct = torch.zeros((), dtype=torch.long)
+    runner = None  # the model frozen for inference (`models.inference`), built on the first batch
     for images, labels in val_set.batches(batch_size, first, last):
         images = prepare_inputs(normalize(images.to(device, non_blocking=True).float().div_(255), mean, std), device)
+        runner = runner or inference_model(model, images)
         with autocast(device, amp):
-            logits = model(images)
+            logits = runner(images)
         correct += (logits.argmax(1).cpu() == labels).sum()
     model.train(was_training)
     if world > 1:

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ddbench.core.device import autocast
+from ddbench.models.inference import inference_model
 from ddbench.training.augment import MixedBatch
 
 
@@ -52,6 +53,7 @@ class TeacherSoftLabelObjective:
         teacher_normalization: tuple[Sequence[float], Sequence[float]] | None = None,
     ):
         self.teacher = teacher
+        self.frozen_teacher: nn.Module | None = None
         self.temperature = temperature
         self.device = device
         self.amp = amp
@@ -65,7 +67,10 @@ class TeacherSoftLabelObjective:
 
     def __call__(self, student_logits: torch.Tensor, batch: MixedBatch) -> torch.Tensor:
         with torch.no_grad(), autocast(self.device, self.amp):
-            teacher_logits = self.teacher(self.teacher_inputs(batch.images))
+            inputs = self.teacher_inputs(batch.images)
+            if self.frozen_teacher is None:  # the teacher never changes: frozen once (`models.inference`)
+                self.frozen_teacher = inference_model(self.teacher, inputs)
+            teacher_logits = self.frozen_teacher(inputs)
         return soft_label_kl(student_logits, teacher_logits, self.temperature)
 
 

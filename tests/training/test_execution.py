@@ -11,7 +11,13 @@ import copy
 import pytest
 import torch
 
-from ddbench.core.device import execution, execution_settings, uses_channels_last, validation_batch_size
+from ddbench.core.device import (
+    execution,
+    execution_settings,
+    uses_channels_last,
+    uses_frozen_inference,
+    validation_batch_size,
+)
 from ddbench.models import to_device
 from ddbench.training import build_seeded_model, soft_label_kl
 from ddbench.training.data import TensorImageSet
@@ -19,12 +25,14 @@ from ddbench.training.loop import evaluate_top1, prepare_inputs
 from ddbench.training.optim import build_optimizer
 
 CPU = torch.device("cpu")
-PREVIOUS = {"channels_last_on_cpu": False, "cpu_validation_batch": 256, "foreach_optimizer": False}
+PREVIOUS = {"channels_last_on_cpu": False, "cpu_validation_batch": 256, "foreach_optimizer": False,
+            "frozen_cpu_inference": False}
 
 
 def test_the_current_settings_are_in_force_on_the_cpu():
     student = to_device(build_seeded_model("mobilenet_v2", 10, 16, 0, "s", init="torchvision"), CPU)
     assert uses_channels_last(CPU) and validation_batch_size(CPU) == 64 and execution().foreach_optimizer
+    assert uses_frozen_inference(CPU) and not uses_frozen_inference(torch.device("cuda"))
     assert student.features[0][0].weight.is_contiguous(memory_format=torch.channels_last)
     assert prepare_inputs(torch.rand(2, 3, 16, 16), CPU).is_contiguous(memory_format=torch.channels_last)
     assert build_optimizer(student, "adamw", 1e-3, 0.01).defaults["foreach"] is True
@@ -32,6 +40,7 @@ def test_the_current_settings_are_in_force_on_the_cpu():
         again = to_device(student, CPU)  # a model converted before goes back to NCHW
         assert again.features[0][0].weight.is_contiguous() and not uses_channels_last(CPU)
         assert validation_batch_size(CPU) == 256 and build_optimizer(student, "sgd", 0.1, 0.0).defaults["foreach"] is None
+        assert not uses_frozen_inference(CPU)
     assert uses_channels_last(torch.device("cuda")) and validation_batch_size(torch.device("cuda")) == 256
 
 
