@@ -93,9 +93,9 @@ def _drop_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
 def frozen_for_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
     """`model` (eval mode, float32 on the CPU) as a graph of folded, prepacked, fused convolutions
     for inputs shaped like `example` (any batch size works; the example's sets oneDNN's layout).
-    Returns `model` itself where it cannot: in training mode, off the CPU, not float32, no oneDNN
+    Returns `model` itself where it cannot: any part in training mode, off the CPU, not float32, no oneDNN
     convolution in this torch, or a model fx cannot trace."""
-    if model.training or example.device.type != "cpu" or example.dtype != torch.float32 or not onednn_convolution_available():
+    if any(module.training for module in model.modules()) or example.device.type != "cpu" or example.dtype != torch.float32 or not onednn_convolution_available():
         return model
     if any(p.device.type != "cpu" or p.dtype != torch.float32 for p in model.parameters()):
         return model
@@ -110,7 +110,7 @@ def frozen_for_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
     with torch.no_grad():
         ShapeProp(traced).propagate(example[:1])
     batch = example.shape[0]
-    for node in list(graph.nodes):
+    for index, node in enumerate(list(graph.nodes)):
         if node.op != "call_module" or type(modules[node.target]) is not nn.Conv2d:
             continue
         conv = modules[node.target]
@@ -140,7 +140,7 @@ def frozen_for_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
             if activation is not None:
                 (unary, scalars), tail = activation, after
         input_shape = (batch, *node.args[0].meta["tensor_meta"].shape[1:])
-        name = f"{node.target.replace('.', '_')}_packed"
+        name = f"{node.target.replace('.', '_')}_packed_{index}"  # a conv called twice is packed twice
         traced.add_submodule(name, PackedConv2d(conv, weight, bias, input_shape, unary, scalars, residual is not None))
         with graph.inserting_after(tail):
             packed = graph.call_module(name, (node.args[0],) if residual is None else (node.args[0], residual))
