@@ -50,7 +50,8 @@ def _inputs(batch: int) -> torch.Tensor:
 
 #: (arch, init style, fused activations, fused residual adds) of the rewritten graph
 CASES = [("resnet18", "torchvision", 17, 8), ("resnet18", "timm", 17, 8), ("mobilenet_v2", "torchvision", 35, 10),
-         ("efficientnet_b0", "torchvision", 49, 0), ("convnet3", "timm", 3, 0)]
+         ("mobilenet_v2", "timm", 35, 10), ("efficientnet_b0", "torchvision", 49, 0), ("efficientnet_b0", "timm", 49, 9),
+         ("convnet3", "timm", 3, 0)]  # timm's MobileNet/EfficientNet: BatchNormAct2d, its activation fused too
 
 
 @pytest.mark.parametrize(("arch", "init", "activations", "residuals"), CASES)
