@@ -17,9 +17,10 @@ the default batch is 2 (DDBENCH_BENCH_BATCH=25 for the method's batch, DDBENCH_B
 DDBENCH_BENCH_THREADS=2 for both cores, timed by the wall clock, which needs a quiet machine).
 Run: OMP_NUM_THREADS=1 pytest benchmarks/bench_fast_cpu_sampling.py -s -p no:cacheprovider
 
-Measured here (shared 2-core AVX-512 CPU, load ~9 from other jobs, batch 2, 3 rounds): plain 12.62
-s/img, fast_cpu 10.28 s/img, 1.228x; the same tokens, images 1.5e-5 apart. Batch 25, one round, load
-14 falling to 2: 13.32 and 11.10 s/img, 1.200x (images 2.1e-5 apart). Where it comes from (per-op
+Measured here on a quiet machine (batch 2, 3 rounds): 2 threads (wall) 6.30 -> 5.09 s/img, 1.238x;
+1 thread (CPU time) 11.39 -> 9.54 s/img, 1.194x. Earlier, on the same CPU shared with other jobs
+(load ~9, batch 2, 3 rounds): 12.62 -> 10.28 s/img, 1.228x; the same tokens, images 1.5e-5 apart.
+Batch 25, one round, load 14 falling to 2: 13.32 and 11.10 s/img, 1.200x (images 2.1e-5 apart). Where it comes from (per-op
 profiles, batch 5): the linears are 51% of the plain path (MKL sgemm, ~90 GFLOP/s here) and run at
 ~105-110 GFLOP/s prepacked on oneDNN; the decode's convolutions (30%) lose the 4 upsampling convs'
 20/36 of their multiply-adds; the amplified block no longer forms its (2B, 16, l+1, P+l+1) logits.
