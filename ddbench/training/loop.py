@@ -99,7 +99,8 @@ def evaluate_top1(
     runner = None  # the model frozen for inference (`models.inference`), built on the first batch
     for images, labels in val_set.batches(batch_size, first, last):
         images = prepare_inputs(normalize(images.to(device, non_blocking=True).float().div_(255), mean, std), device)
-        runner = runner or inference_model(model, images)
+        if runner is None:
+            runner = inference_model(model, images)
         with autocast(device, amp):
             logits = runner(images)
         correct += (logits.argmax(1).cpu() == labels).sum()

@@ -15,8 +15,9 @@ from ddbench.models.inference import (
     inference_model,
     onednn_convolution_available,
 )
-from ddbench.training import build_seeded_model, soft_label_kl
+from ddbench.training import build_seeded_model, loop, soft_label_kl
 from ddbench.training.augment import MixedBatch
+from ddbench.training.data import TensorImageSet
 from ddbench.training.objectives import TeacherSoftLabelObjective
 
 CPU = torch.device("cpu")
@@ -148,3 +149,22 @@ def test_the_teacher_labels_through_its_frozen_copy_with_the_same_loss():
     with torch.no_grad():
         direct = soft_label_kl(student_logits, teacher(objective.teacher_inputs(images)), 4.0)
     torch.testing.assert_close(loss, direct, rtol=1e-4, atol=1e-7)
+
+
+def test_validation_freezes_the_model_once_and_counts_what_the_model_counts(monkeypatch):
+    model = _trained_looking("resnet18", "torchvision")
+    generator = torch.Generator().manual_seed(5)
+    val = TensorImageSet(torch.randint(0, 256, (150, 3, 32, 32), dtype=torch.uint8, generator=generator),
+                         torch.randint(0, 10, (150,), generator=generator))
+    built = []
+
+    def spy(module: nn.Module, example: torch.Tensor) -> nn.Module:
+        built.append(inference_model(module, example))
+        return built[-1]
+
+    monkeypatch.setattr(loop, "inference_model", spy)
+    accuracy = loop.evaluate_top1(model, val, (0.5,) * 3, (0.25,) * 3, CPU, batch_size=64)
+    assert len(built) == 1 and isinstance(built[0], torch.fx.GraphModule)
+    with execution_settings(frozen_cpu_inference=False):
+        assert loop.evaluate_top1(model, val, (0.5,) * 3, (0.25,) * 3, CPU, batch_size=64) == accuracy
+    assert built[1] is model
