@@ -38,6 +38,9 @@ class ClassTokenSampler(ScaleSampler):
         self.saliency_blocks = saliency_blocks or (plan.blocks if plan else ((depth - 2) % depth,))
         self._biases: dict[tuple[int, torch.device], torch.Tensor] = {}
 
+    def rows_are_independent(self) -> bool:
+        return self.record is None  # a saliency record keeps one entry per batch
+
     def step_bias(self, scale_index: int, device: torch.device) -> torch.Tensor:
         key = (scale_index, device)
         if key not in self._biases:

@@ -86,3 +86,32 @@ def test_the_method_writes_the_same_images_for_any_batch_size(tmp_path):
     assert all(torch.equal(written[1][p], written[3][p]) for p in images)
     # saliency maps are floats rendered to 8 bits: batched matmuls round ~1e-8 apart, a pixel may tip over
     assert all((written[1][p] - written[3][p]).abs().max() <= 1 for p in written[1])
+
+
+def test_the_fast_cpu_path_samples_a_batch_in_chunks_of_the_same_images(monkeypatch):
+    from dataclasses import replace
+
+    from ddbench.methods.hieramp.digits_weights import load_digits_class_token_models
+
+    model, vqvae, _ = load_digits_class_token_models()
+    plan = AmplificationPlan.resolve(num_scales=len(model.patch_nums), depth=len(model.blocks), beta=(5.0,),
+                                     rho=(0.5,), blocks=(-2,))
+    labels = torch.arange(IMAGES) % 10
+    whole = ClassTokenSampler(model, vqvae, replace(OPTIONS, cpu_chunk=0), plan=plan)
+    chunked = ClassTokenSampler(model, vqvae, OPTIONS, plan=plan)  # cpu_chunk 4: 4 + 4 + 2 images
+    if not chunked.uses_fast_cpu(labels.device):
+        pytest.skip("no fast_cpu path in this torch build")
+    calls = []
+    real = ClassTokenSampler._sample
+    monkeypatch.setattr(ClassTokenSampler, "_sample", lambda self, *args: calls.append(len(args[0])) or real(self, *args))
+
+    def generators() -> list[torch.Generator]:
+        return [torch_generator(0, "hieramp-sample", int(label), i) for i, label in enumerate(labels)]
+
+    expected = whole.sample(labels, generators())
+    assert calls == [IMAGES]
+    images = chunked.sample(labels, generators())
+    assert calls[1:] == [4, 4, 2]
+    torch.testing.assert_close(images, expected, rtol=0, atol=1e-5)
+    chunked.sample(labels, torch.Generator().manual_seed(0))  # one generator for the batch: drawn as one
+    assert calls[4:] == [IMAGES]
