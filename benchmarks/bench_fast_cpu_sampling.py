@@ -17,8 +17,10 @@ the default batch is 2 (DDBENCH_BENCH_BATCH=25 for the method's batch, DDBENCH_B
 DDBENCH_BENCH_THREADS=2 for both cores, timed by the wall clock, which needs a quiet machine).
 Run: OMP_NUM_THREADS=1 pytest benchmarks/bench_fast_cpu_sampling.py -s -p no:cacheprovider
 
-Measured here on a quiet machine (batch 2, 3 rounds): 2 threads (wall) 6.30 -> 5.09 s/img, 1.238x;
-1 thread (CPU time) 11.39 -> 9.54 s/img, 1.194x. Earlier, on the same CPU shared with other jobs
+Measured here on a quiet machine: batch 2, 3 rounds, 2 threads (wall) 6.30 -> 5.09 s/img, 1.238x;
+1 thread (CPU time) 11.39 -> 9.54 s/img, 1.194x. With fast_cpu's chunks of 4 (`cpu_chunk`), one
+round: batch 10, 1 thread, 12.07 -> 9.63 s/img, 1.253x; batch 25, 2 threads, 6.69 -> 5.19 s/img,
+1.289x (1.239x before the chunking). Earlier, on the same CPU shared with other jobs
 (load ~9, batch 2, 3 rounds): 12.62 -> 10.28 s/img, 1.228x; the same tokens, images 1.5e-5 apart.
 Batch 25, one round, load 14 falling to 2: 13.32 and 11.10 s/img, 1.200x (images 2.1e-5 apart). Where it comes from (per-op
 profiles, batch 5): the linears are 51% of the plain path (MKL sgemm, ~90 GFLOP/s here) and run at
