@@ -22,9 +22,9 @@ from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
+from timm.layers import BatchNormAct2d
 from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
-from timm.layers import BatchNormAct2d
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
 from ddbench.core.device import uses_frozen_inference
