@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ddbench.core import paths
+from ddbench.core.memo import JsonMemo
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -59,22 +59,10 @@ def cached_sha256_file(path: str | os.PathLike) -> str:
     path = Path(path).expanduser().resolve()
     stat = path.stat()
     key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    cache_file = paths.cache_dir("hashes") / "sha256.json"
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if not isinstance(cache, dict):
-        cache = {}
-    if key in cache:
-        return cache[key]
-    digest = sha256_file(path)
-    cache[key] = digest
-    try:  # a read-only home only loses the memo, never the answer
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(f"{cache_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, cache_file)
-    except OSError:
-        pass
+    memo = JsonMemo("hashes", "sha256.json")
+    digest = memo.get(key)
+    if digest is None:
+        digest = sha256_file(path)
+        memo.put(key, digest)
+        memo.save()
     return digest

@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from ddbench.core.memo import JsonMemo
+
 #: label files a distilled set may carry beside its images (DD-Ranking's, SRe2L-style soft labels)
 LABEL_FILES = ("soft_labels.pt", "labels.pt", "soft_labels.npy", "labels.npy")
 MB = 1024 * 1024
@@ -70,13 +72,32 @@ def canonical_png_bytes(path: str | Path, resolution: int) -> int:
 
 
 def set_storage(distilled, resolution: int) -> SetStorage:
-    """Storage of a DistilledSet: its images as stored and re-encoded, and its label files."""
+    """Storage of a DistilledSet: its images as stored and re-encoded, and its label files.
+
+    Re-encoding a large set takes minutes, and every `ddbench run` with evaluations to do measures
+    its set: each image's canonical size is remembered under $DDBENCH_HOME/cache/storage by the
+    image's checksum in the set's manifest, the resolution and Pillow's version."""
+    from PIL import __version__ as pillow_version
+
+    root = Path(distilled.root)
     paths = [Path(path) for path, _ in distilled.samples]
-    labels = sum((Path(distilled.root) / name).stat().st_size for name in LABEL_FILES
-                 if (Path(distilled.root) / name).is_file())
+    labels = sum((root / name).stat().st_size for name in LABEL_FILES if (root / name).is_file())
+    checksums = distilled.manifest.get("files", {})
+    memo = JsonMemo("storage", "canonical_png_bytes.json")
+    canonical = 0
+    for path in paths:
+        checksum = checksums.get(str(path.relative_to(root))) if path.is_relative_to(root) else None
+        key = f"{checksum}|{resolution}|{pillow_version}" if checksum else None
+        size = memo.get(key) if key else None
+        if size is None:
+            size = canonical_png_bytes(path, resolution)
+            if key:
+                memo.put(key, size)
+        canonical += int(size)
+    memo.save()
     return SetStorage(
         images_bytes=sum(path.stat().st_size for path in paths),
-        canonical_png_bytes=sum(canonical_png_bytes(path, resolution) for path in paths),
+        canonical_png_bytes=canonical,
         labels_bytes=labels,
         images=len(paths),
     )

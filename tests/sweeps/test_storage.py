@@ -154,3 +154,21 @@ def test_rows_of_a_version_3_database_stay_readable_and_it_takes_rows_with_stora
     with sqlite3.connect(path) as migrated:
         assert migrated.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
         assert migrated.execute("SELECT name FROM sqlite_master WHERE name LIKE 'results_v%'").fetchall() == []
+
+
+def test_a_sets_canonical_sizes_are_remembered_by_checksum(tmp_path, monkeypatch):
+    import ddbench.core.storage as storage
+
+    distilled = make_set(tmp_path / "set")
+    first = set_storage(distilled, resolution=16)
+    encoded = []
+    real = storage.canonical_png_bytes
+    monkeypatch.setattr(storage, "canonical_png_bytes", lambda path, resolution: encoded.append(path) or real(path, resolution))
+    assert set_storage(distilled, resolution=16) == first and encoded == []  # remembered: nothing re-encoded
+    assert set_storage(distilled, resolution=12).canonical_png_bytes != first.canonical_png_bytes
+    assert len(encoded) == 4  # another resolution is measured again
+    changed = tmp_path / "set" / "a" / "0.jpeg"
+    Image.fromarray(np.full((20, 24, 3), 7, dtype=np.uint8)).save(changed, format="JPEG")
+    again = set_storage(DistilledSet.open(tmp_path / "set", class_names=CLASSES, dataset="toy"), resolution=16)
+    assert encoded[4:] == [changed]  # only the changed image, by its new checksum
+    assert again.canonical_png_bytes < first.canonical_png_bytes  # a flat image compresses better
