@@ -22,8 +22,8 @@ Measured here on a quiet machine: batch 2, 3 rounds, 2 threads (wall) 6.30 -> 5.
 round: batch 10, 1 thread, 12.07 -> 9.63 s/img, 1.253x; batch 25, 2 threads, 6.69 -> 5.19 s/img,
 1.289x (1.239x before the chunking). Earlier, on the same CPU shared with other jobs
 (load ~9, batch 2, 3 rounds): 12.62 -> 10.28 s/img, 1.228x; the same tokens, images 1.5e-5 apart.
-Batch 25, one round, load 14 falling to 2: 13.32 and 11.10 s/img, 1.200x (images 2.1e-5 apart). Where it comes from (per-op
-profiles, batch 5): the linears are 51% of the plain path (MKL sgemm, ~90 GFLOP/s here) and run at
+Batch 25, one round, load 14 falling to 2: 13.32 and 11.10 s/img, 1.200x (images 2.1e-5 apart).
+Where it comes from (per-op profiles, batch 5): the linears are 51% of the plain path (MKL sgemm, ~90 GFLOP/s here) and run at
 ~105-110 GFLOP/s prepacked on oneDNN; the decode's convolutions (30%) lose the 4 upsampling convs'
 20/36 of their multiply-adds; the amplified block no longer forms its (2B, 16, l+1, P+l+1) logits.
 """

@@ -108,3 +108,9 @@ def uses_frozen_inference(device: torch.device) -> bool:
     """Whether a classifier whose weights stay put runs frozen on `device` (float32 CPU only:
     not under the bf16 test switch)."""
     return device.type == "cpu" and execution().frozen_cpu_inference and not bf16_autocast_on(device)
+
+
+def onednn_ops_available(*names: str) -> bool:
+    """Whether this torch build has oneDNN (x86 builds with mkldnn) and its private ops `names`
+    under `torch.ops.mkldnn` (the prepacked kernels of the fast CPU paths fall back without them)."""
+    return torch.backends.mkldnn.is_available() and all(hasattr(torch.ops.mkldnn, name) for name in names)

@@ -27,13 +27,12 @@ from torch import fx, nn
 from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-from ddbench.core.device import uses_frozen_inference
+from ddbench.core.device import onednn_ops_available, uses_frozen_inference
 
 
 def onednn_convolution_available() -> bool:
     """Whether this torch build has oneDNN's prepacked, fused convolution (x86 builds with mkldnn)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_convolution_pointwise") and hasattr(
-        torch.ops.mkldnn, "_reorder_convolution_weight")
+    return onednn_ops_available("_convolution_pointwise", "_reorder_convolution_weight")
 
 
 class PackedConv2d(nn.Module):

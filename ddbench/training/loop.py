@@ -25,8 +25,8 @@ from torch import nn
 from ddbench.core import distributed
 from ddbench.core.device import autocast, uses_channels_last, validation_batch_size
 from ddbench.core.progress import NullProgress, Progress
-from ddbench.training.amp import Precision
 from ddbench.models.inference import inference_model
+from ddbench.training.amp import Precision
 from ddbench.training.augment import CutMix, MixedBatch, normalize
 from ddbench.training.checkpoint import ResumePoint
 from ddbench.training.data import ImageSet, TensorImageSet

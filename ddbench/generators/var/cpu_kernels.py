@@ -20,11 +20,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ddbench.core.device import onednn_ops_available
+
 
 def onednn_linear_available() -> bool:
     """Whether this torch build has oneDNN's prepacked linear (x86 builds with mkldnn)."""
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise") and hasattr(
-        torch.ops.mkldnn, "_reorder_linear_weight")
+    return onednn_ops_available("_linear_pointwise", "_reorder_linear_weight")
 
 
 class Linear(nn.Linear):
