@@ -89,11 +89,11 @@ def set_storage(distilled, resolution: int) -> SetStorage:
         checksum = checksums.get(str(path.relative_to(root))) if path.is_relative_to(root) else None
         key = f"{checksum}|{resolution}|{pillow_version}" if checksum else None
         size = memo.get(key) if key else None
-        if size is None:
+        if not isinstance(size, int):  # not remembered (or a memo edited by hand): measure it
             size = canonical_png_bytes(path, resolution)
             if key:
                 memo.put(key, size)
-        canonical += int(size)
+        canonical += size
     memo.save()
     return SetStorage(
         images_bytes=sum(path.stat().st_size for path in paths),

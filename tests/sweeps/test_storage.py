@@ -172,3 +172,17 @@ def test_a_sets_canonical_sizes_are_remembered_by_checksum(tmp_path, monkeypatch
     again = set_storage(DistilledSet.open(tmp_path / "set", class_names=CLASSES, dataset="toy"), resolution=16)
     assert encoded[4:] == [changed]  # only the changed image, by its new checksum
     assert again.canonical_png_bytes < first.canonical_png_bytes  # a flat image compresses better
+
+
+def test_a_memo_edited_by_hand_is_measured_again(tmp_path):
+    import json
+
+    from ddbench.core import paths
+
+    distilled = make_set(tmp_path / "set")
+    first = set_storage(distilled, resolution=16)
+    memo = paths.cache_dir("storage") / "canonical_png_bytes.json"
+    memo.write_text(json.dumps({key: "garbage" for key in json.loads(memo.read_text())}))
+    assert set_storage(distilled, resolution=16) == first
+    memo.write_text("{not json")
+    assert set_storage(distilled, resolution=16) == first
