@@ -10,8 +10,9 @@ Rounds interleave the two, so load hits both alike; each keeps its fastest round
    ResNet-18 student and a ResNet-18 teacher (an untrained stand-in: speed does not depend on its
    weights), the protocol's augmentation and CutMix. Training seconds per epoch, and validation
    seconds per image (a 2,000-image synthetic split; cost per image does not depend on the split's
-   size). "Per epoch" is the protocol's: training plus its 7 validations of CIFAR-10's 10,000
-   test images spread over 300 epochs.
+   size). "Per epoch" is the protocol's: training plus its validations of CIFAR-10's 10,000 test
+   images (the evaluator's default schedule: 6, at epochs 249, 259, ..., 299) spread over 300
+   epochs.
 2. One training step at the README main job's size (digits, 16 px, batch 50) for each student
    family, rded objective included: a ResNet-18 teacher labels the batch (frozen once, outside the
    timed steps, under the current settings), the student trains.
@@ -37,7 +38,7 @@ from ddbench.evaluators.rded import RdedEvaluator
 from ddbench.models import to_device
 from ddbench.models.inference import inference_model
 from ddbench.training import build_seeded_model, soft_label_kl
-from ddbench.training.loop import prepare_inputs
+from ddbench.training.loop import prepare_inputs, validation_epochs
 from ddbench.training.optim import build_optimizer
 from tests.evaluators.synthetic import write_distilled
 
@@ -46,8 +47,11 @@ PREVIOUS = {"channels_last_on_cpu": False, "cpu_validation_batch": 256, "foreach
             "frozen_cpu_inference": False}
 CURRENT: dict = {}
 SETTINGS = {"previous": PREVIOUS, "current": CURRENT}
-#: RDED's protocol: 300 epochs, validations at 249, 259, ..., 299 on CIFAR-10's 10,000 test images
-PROTOCOL_EPOCHS, PROTOCOL_VALIDATIONS, CIFAR_VAL_IMAGES = 300, 7, 10_000
+#: RDED's protocol as the evaluator runs it by default: 300 epochs, validations on CIFAR-10's 10,000
+#: test images at the epochs its defaults schedule (249, 259, ..., 299)
+_DEFAULTS = RdedEvaluator.Config()
+PROTOCOL_EPOCHS, CIFAR_VAL_IMAGES = _DEFAULTS.epochs, 10_000
+PROTOCOL_VALIDATIONS = len(validation_epochs(_DEFAULTS.epochs, _DEFAULTS.validate_last_fraction, _DEFAULTS.validate_every))
 
 
 class CifarShaped(DatasetSpec):
