@@ -51,10 +51,26 @@ class PluginCode:
 
 def plugin_code(plugin_cls: type, version: int | str) -> PluginCode:
     """The code identity of `plugin_cls` (a Method or Evaluator class)."""
-    modules = tuple(getattr(plugin_cls, "source_modules", ()) or (_home_module(plugin_cls),))
+    modules = source_modules_of(plugin_cls)
     distribution, distribution_version = _distribution_of(modules[0].partition(".")[0])
     return PluginCode(version=version, distribution=distribution, distribution_version=distribution_version,
                       source=_source_fingerprint(modules))
+
+
+def source_modules_of(plugin_cls: type) -> tuple[str, ...]:
+    """The modules whose files make `plugin_cls`'s source fingerprint, its own first.
+
+    A class's own `source_modules` are taken as declared; without any, its home package. A class
+    that inherits them (a third-party evaluator built on `StudentTrainingEvaluator`) gets its home
+    package in front of them: its own code counts, and names its distribution."""
+    home = _home_module(plugin_cls)
+    declared = plugin_cls.__dict__.get("source_modules")
+    if declared:
+        return tuple(declared)
+    inherited = tuple(getattr(plugin_cls, "source_modules", ()) or ())
+    if any(home == module or home.startswith(module + ".") for module in inherited):
+        return inherited
+    return (home, *inherited)
 
 
 def _home_module(plugin_cls: type) -> str:

@@ -72,8 +72,16 @@ def student_normalization(config: StudentEvalConfig, dataset: DatasetSpec) -> tu
     raise ConfigError(f"student_normalization {config.student_normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
 
 
+#: the code a trained student's accuracy depends on: the evaluators, the training loop and
+#: objectives, and the models (architectures, init, frozen inference); a change to any of them
+#: makes rows of other evaluator source, never pooled with the old ones
+STUDENT_TRAINING_SOURCE = ("ddbench.evaluators", "ddbench.training", "ddbench.models")
+
+
 class StudentTrainingEvaluator(Evaluator, abc.ABC):
     """Trains `task.student` on the distilled set with `recipe()` and `objective()`."""
+
+    source_modules = STUDENT_TRAINING_SOURCE
 
     @abc.abstractmethod
     def recipe(self, distilled: DistilledSet, task: EvalTask) -> TrainingRecipe:

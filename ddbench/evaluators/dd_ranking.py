@@ -28,7 +28,7 @@ from ddbench.core.dd_ranking import augmentation_robust_score, label_robust_scor
 from ddbench.core.distilled import MANIFEST_NAME, DistilledSet, read_manifest
 from ddbench.core.errors import ConfigError
 from ddbench.core.interfaces import EvalResult, EvalTask, Evaluator
-from ddbench.evaluators.base import StudentTrainingEvaluator
+from ddbench.evaluators.base import STUDENT_TRAINING_SOURCE, StudentTrainingEvaluator
 
 
 @dataclass
@@ -66,6 +66,7 @@ class ScoreEvaluator(Evaluator):
     """Runs student-training protocols as sub-evaluations of one (set, student, seed)."""
 
     Config = ScoreConfig
+    source_modules = STUDENT_TRAINING_SOURCE  # its sub-evaluations train students
     #: the protocols the score trains with; a teacher is needed when one of them needs it
     protocols: tuple[str, ...] = ()
 

@@ -267,6 +267,7 @@ class TeacherFrechet(FrechetEvaluator):
     metric = "frechet_teacher_distance"
     Config = FrechetConfig
     needs_teacher = True
+    source_modules = ("ddbench.evaluators", "ddbench.models")  # the teacher's features are the model code's
 
     def check_architectures(self, students: Sequence[str], teachers: Sequence[str]) -> None:
         check_archs(teachers, "teacher architecture (--teachers)")

@@ -291,3 +291,49 @@ def test_an_unknown_key_lists_valid_keys_in_spellings_set_accepts(tmp_path, isol
         prefix, _, bare = key.partition(".")
         split_overrides({key: "1"}, PickImages, [HardLabelEvaluator])
         assert prefix in ("method", HardLabelEvaluator.name) and bare
+
+
+def test_student_training_evaluators_fingerprint_the_training_loop_and_the_models():
+    """A trained student's accuracy is the training loop's and the models' doing as much as the
+    evaluator's: rows made before and after a change there never pool."""
+    from ddbench.core import identity
+    from ddbench.core.registry import load_evaluator
+    from ddbench.evaluators.base import STUDENT_TRAINING_SOURCE
+
+    assert set(STUDENT_TRAINING_SOURCE) == {"ddbench.evaluators", "ddbench.training", "ddbench.models"}
+    for name in ("rded", "hard_label", "ars", "lrs"):
+        cls = load_evaluator(name)
+        assert identity.source_modules_of(cls) == STUDENT_TRAINING_SOURCE, name
+        assert cls.code().source == identity._source_fingerprint(STUDENT_TRAINING_SOURCE)
+    assert identity.source_modules_of(load_evaluator("teacher_frechet")) == ("ddbench.evaluators", "ddbench.models")
+    assert identity.source_modules_of(load_evaluator("fid")) == ("ddbench.evaluators",)
+    assert identity._source_fingerprint(STUDENT_TRAINING_SOURCE) != identity._source_fingerprint(("ddbench.evaluators",))
+
+
+def test_a_subclass_that_inherits_source_modules_adds_its_own_code(tmp_path, monkeypatch):
+    """A third-party evaluator built on a base that lists shared modules: its own file, the base's
+    package and the shared one all make the fingerprint, and its own package names the distribution."""
+    from ddbench.core import identity
+
+    (tmp_path / "toy_shared").mkdir()
+    (tmp_path / "toy_shared" / "__init__.py").write_text("")
+    (tmp_path / "toy_shared" / "loop.py").write_text("STEPS = 1\n")
+    (tmp_path / "toy_base").mkdir()
+    (tmp_path / "toy_base" / "__init__.py").write_text(
+        "from ddbench.core.interfaces import Evaluator\n"
+        "class Base(Evaluator):\n    name = 'base'\n    source_modules = ('toy_base', 'toy_shared')\n")
+    (tmp_path / "toy_third_party.py").write_text(
+        "from toy_base import Base\nclass Mine(Base):\n    name = 'mine'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import toy_base
+    import toy_third_party
+
+    assert identity.source_modules_of(toy_base.Base) == ("toy_base", "toy_shared")
+    assert identity.source_modules_of(toy_third_party.Mine) == ("toy_third_party", "toy_base", "toy_shared")
+    assert plugin_code(toy_third_party.Mine, 1).distribution == "(no distribution: toy_third_party)"
+    seen = {plugin_code(toy_third_party.Mine, 1).source}
+    for path in (tmp_path / "toy_shared" / "loop.py", tmp_path / "toy_third_party.py"):
+        path.write_text(path.read_text() + "# edited\n")
+        identity._source_fingerprint.cache_clear()
+        seen.add(plugin_code(toy_third_party.Mine, 1).source)
+    assert len(seen) == 3  # each edit, the shared module's and the subclass's own, is seen
