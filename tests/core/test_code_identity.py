@@ -295,8 +295,9 @@ def test_an_unknown_key_lists_valid_keys_in_spellings_set_accepts(tmp_path, isol
 
 def test_student_training_evaluators_fingerprint_the_training_loop_and_the_models():
     """A trained student's accuracy is the training loop's and the models' doing as much as the
-    evaluator's: rows made before and after a change there never pool."""
-    from ddbench.core import identity
+    evaluator's: rows made before and after a change there never pool. Likewise the rded method's
+    crops are its box sampler's, which lives with the training augmentation."""
+    from ddbench.core import identity, registry
     from ddbench.core.registry import load_evaluator
     from ddbench.evaluators.base import STUDENT_TRAINING_SOURCE
 
@@ -308,6 +309,8 @@ def test_student_training_evaluators_fingerprint_the_training_loop_and_the_model
     assert identity.source_modules_of(load_evaluator("teacher_frechet")) == ("ddbench.evaluators", "ddbench.models")
     assert identity.source_modules_of(load_evaluator("fid")) == ("ddbench.evaluators",)
     assert identity._source_fingerprint(STUDENT_TRAINING_SOURCE) != identity._source_fingerprint(("ddbench.evaluators",))
+    # the rded method draws its crops with the training augmentation's box sampler
+    assert "ddbench.training.augment" in identity.source_modules_of(registry.load_method("rded"))
 
 
 def test_a_subclass_that_inherits_source_modules_adds_its_own_code(tmp_path, monkeypatch):

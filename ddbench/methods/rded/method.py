@@ -63,6 +63,7 @@ class Rded(Method):
     name = "rded"
     Config = RdedSynthesisConfig
     needs_teacher = True
+    source_modules = ("ddbench.methods.rded", "ddbench.training.augment")  # the crops come from its box sampler
 
     def factor(self, task: DistillTask) -> int:
         factor = self.config.factor if self.config.factor is not None else default_factor(task.dataset.resolution)
