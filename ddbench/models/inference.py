@@ -104,6 +104,18 @@ def _sole_user(node: fx.Node) -> Optional[fx.Node]:
     return users[0] if len(users) == 1 else None
 
 
+def _residual_operand(node: fx.Node, tail: fx.Node) -> Optional[fx.Node]:
+    """The other operand when `node` adds `tail` to a tensor of its shape (a residual add oneDNN
+    fuses into the convolution that ends in `tail`), else None."""
+    if (node.op != "call_function" or node.target not in (operator.add, torch.add) or len(node.args) != 2
+            or node.kwargs or not all(isinstance(arg, fx.Node) for arg in node.args)):
+        return None
+    first, second = node.args
+    if first.meta["tensor_meta"].shape != second.meta["tensor_meta"].shape:
+        return None
+    return second if first is tail else first
+
+
 def _drop_identities(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
     for node in list(graph.nodes):
         if node.op == "call_module" and type(modules[node.target]) in (nn.Identity, nn.Dropout):
@@ -153,11 +165,7 @@ def frozen_for_inference(model: nn.Module, example: torch.Tensor) -> nn.Module:
         activation = _activation(follower, modules) if follower is not None and unary == "none" else None
         if activation is not None:
             (unary, scalars), tail = activation, follower
-        elif (follower is not None and unary == "none" and follower.op == "call_function"
-              and follower.target in (operator.add, torch.add) and len(follower.args) == 2 and not follower.kwargs
-              and all(isinstance(arg, fx.Node) for arg in follower.args)
-              and follower.args[0].meta["tensor_meta"].shape == follower.args[1].meta["tensor_meta"].shape):
-            residual = follower.args[1] if follower.args[0] is tail else follower.args[0]
+        elif follower is not None and unary == "none" and (residual := _residual_operand(follower, tail)) is not None:
             tail = follower
             after = _sole_user(tail)
             activation = _activation(after, modules) if after is not None else None
